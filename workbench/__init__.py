@@ -1,0 +1,16 @@
+"""Inference Workbench: ONNX in, optimized engine out, every step explorable in Jupyter.
+
+    import workbench as wb
+    graph = wb.load("model.onnx")
+    engine = wb.build(graph, wb.BuilderConfig(backend="cpu", precision="fp32", batch_size=8))
+    outputs = engine.create_context().run({"input": x})
+"""
+__version__ = "0.1.0"
+
+from workbench import errors  # noqa: E402
+from workbench.builder import BuilderConfig, Profile  # noqa: E402
+from workbench.ir import Graph, load  # noqa: E402
+from workbench.runtime import Engine, ExecutionContext, build  # noqa: E402
+
+__all__ = ["load", "build", "BuilderConfig", "Profile", "Engine", "ExecutionContext", "Graph", "errors",
+           "__version__"]

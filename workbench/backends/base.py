@@ -1,0 +1,84 @@
+"""The three protocols every backend speaks: Backend, Tactic and the Layer they run.
+
+A `Layer` is one node of the (optimized) graph bound for execution. A `Tactic` is one way to
+run one layer ("numpy", "im2col_gemm", "cublas_gemm"...). A `Backend` lists the tactics that can
+run a layer, allocates buffers and times things. The builder's autotuner is a loop over
+`backend.tactics(layer)`; the runtime calls `prepare` once per context and `run` per inference.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Protocol, Sequence
+
+__all__ = ["Layer", "Tactic", "Backend", "Timer", "PerfCounterTimer"]
+
+
+@dataclasses.dataclass
+class Layer:
+    """A node of the optimized graph, bound for execution.
+
+    `inputs`/`outputs` are tensor names ("" marks an omitted optional input or output).
+    `source_nodes` keeps the names of the original ONNX nodes this layer came from, so every
+    engine layer stays traceable to the model the user gave us.
+    """
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    domain: str = ""
+    opset: int = 0                      # version of `domain` the model imports
+    precision: str = "fp32"
+    tactic: str = ""
+    source_nodes: list[str] = dataclasses.field(default_factory=list)
+    output_shapes: list[tuple | None] = dataclasses.field(default_factory=list)
+
+    @property
+    def qualified_op(self) -> str:
+        return self.op if self.domain in ("", "ai.onnx") else f"{self.domain}::{self.op}"
+
+
+class Tactic(Protocol):
+    name: str
+
+    def supports(self, layer: Layer, precision: str) -> bool: ...
+
+    def prepare(self, layer: Layer, weights: dict[str, Any]) -> Any:
+        """Build-time work (weight layout, quantization); returns the state `run` needs."""
+
+    def run(self, state: Any, inputs: Sequence[Any], outputs: Sequence[Any] | None, stream: Any) -> list[Any]:
+        """Compute the layer. `outputs` are preallocated destinations where the backend plans
+        memory (None otherwise); the returned list holds the output arrays, in order."""
+
+
+class Timer(Protocol):
+    def __enter__(self) -> "Timer": ...
+    def __exit__(self, *exc) -> None: ...
+    @property
+    def elapsed_ms(self) -> float: ...
+
+
+class Backend(Protocol):
+    name: str
+
+    def tactics(self, layer: Layer) -> list[Tactic]: ...
+    def tactic(self, name: str, layer: Layer) -> Tactic: ...
+    def supports(self, layer: Layer) -> bool: ...
+    def allocate(self, nbytes: int) -> Any: ...
+    def timer(self) -> Timer: ...
+
+
+class PerfCounterTimer:
+    """Wall-clock timer for host backends (GPU backends time with events instead)."""
+
+    def __enter__(self) -> "PerfCounterTimer":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._elapsed = time.perf_counter() - self._t0
+
+    @property
+    def elapsed_ms(self) -> float:
+        return self._elapsed * 1e3

@@ -1,0 +1,1 @@
+"""Metrics, comparisons, datasets, the model zoo and the onnx.backend adapter."""
