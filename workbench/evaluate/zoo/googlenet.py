@@ -43,9 +43,7 @@ def _inception(g: GraphBuilder, x: str, block: str, output: str | None = None) -
     b3 = _conv_relu(g, b3, r5, c5, 5, f"{p}/5x5", f"{p}/relu_5x5")
     b4 = g.maxpool(x, f"{p}/pool", k=3, stride=1, pad=1)
     b4 = _conv_relu(g, b4, cin, pp, 1, f"{p}/pool_proj", f"{p}/relu_pool_proj")
-    m2 = sum(g.m2[b] for b in (b1, b2, b3, b4)) / 4
-    out = g.node("Concat", [b1, b2, b3, b4], f"{p}/output", outputs=[output or f"{p}/output"],
-                 m2=m2, axis=1)
+    out = g.node("Concat", [b1, b2, b3, b4], f"{p}/output", outputs=[output or f"{p}/output"], axis=1)
     return out, c1 + c3 + c5 + pp
 
 
@@ -74,7 +72,7 @@ def inception_block(seed: int = 0, batch: Dim = "N", block: str = "3a", size: in
     if block not in INCEPTION_BLOCKS:
         raise ValueError(f"unknown inception block {block!r}; choose from {sorted(INCEPTION_BLOCKS)}")
     g = GraphBuilder(seed)
-    x = g.input("input", FLOAT, [batch, INCEPTION_BLOCKS[block][0], size, size], m2=0.5)
+    x = g.input("input", FLOAT, [batch, INCEPTION_BLOCKS[block][0], size, size])
     _, channels = _inception(g, x, block, output="output")
     return g.model(f"inception_{block}", [("output", FLOAT, [batch, channels, size, size])],
                    doc=f"GoogLeNet inception_{block} block alone, random weights seed={seed}")

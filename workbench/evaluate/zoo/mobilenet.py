@@ -41,7 +41,8 @@ def mobilenet_v2(seed: int = 0, batch: Dim = "N", num_classes: int = 1000, image
                  width_mult: float = 1.0) -> onnx.ModelProto:
     """MobileNetV2: input "input" [batch,3,S,S], output "logits" [batch,num_classes]."""
     g = GraphBuilder(seed)
-    x = g.input("input", FLOAT, [batch, 3, image_size, image_size])
+    probe = min(image_size, 128)
+    x = g.input("input", FLOAT, [batch, 3, image_size, image_size], probe_shape=[2, 3, probe, probe])
     cin = _divisible(32 * width_mult)
     last = _divisible(1280 * max(1.0, width_mult))
     x = _conv_bn(g, x, 3, cin, 3, "features.0", stride=2)

@@ -39,7 +39,8 @@ def _merge(g: GraphBuilder, x: str, y: str, cin: int, cout: int, stride: int, p:
 def _resnet(block, layers: list[int], name: str, seed: int, batch: Dim, num_classes: int,
             image_size: int) -> onnx.ModelProto:
     g = GraphBuilder(seed)
-    x = g.input("input", FLOAT, [batch, 3, image_size, image_size])
+    probe = min(image_size, 128)
+    x = g.input("input", FLOAT, [batch, 3, image_size, image_size], probe_shape=[2, 3, probe, probe])
     x = g.relu(g.batchnorm(g.conv(x, 3, 64, 7, "conv1", stride=2, pad=3), 64, "bn1"), "relu")
     x = g.maxpool(x, "maxpool")
     cin = 64

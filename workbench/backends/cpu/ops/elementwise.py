@@ -178,7 +178,7 @@ def castlike(inputs, attrs, node):
 
 @kernel("Identity")
 def identity(inputs, attrs, node):
-    return inputs[0]
+    return [inputs[0]]  # a list so sequence-typed values pass through as one output
 
 
 @kernel("Clip")
@@ -217,5 +217,6 @@ def dropout(inputs, attrs, node):
 
 @kernel("Einsum")
 def einsum(inputs, attrs, node):
-    eq = attrs["equation"].replace(" ", "")
-    return np.asarray(np.einsum(eq, *inputs)).astype(inputs[0].dtype, copy=False)
+    eq, dt = attrs["equation"].replace(" ", ""), inputs[0].dtype
+    xs = [x.astype(np.float32) if dt.type.__module__.startswith("ml_dtypes") else x for x in inputs]
+    return np.asarray(np.einsum(eq, *xs)).astype(dt, copy=False)

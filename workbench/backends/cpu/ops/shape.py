@@ -196,7 +196,8 @@ def space_to_depth(inputs, attrs, node):
     x = inputs[0]
     bs = attrs["blocksize"]
     b, c, h, w = x.shape
-    y = x.reshape(b, c, h // bs, bs, w // bs, bs).transpose(0, 3, 5, 1, 2, 4)
+    perm = (0, 3, 5, 1, 2, 4) if attrs.get("mode", "DCR") == "DCR" else (0, 1, 3, 5, 2, 4)
+    y = x.reshape(b, c, h // bs, bs, w // bs, bs).transpose(perm)
     return y.reshape(b, c * bs * bs, h // bs, w // bs)
 
 

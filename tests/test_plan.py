@@ -1,0 +1,94 @@
+"""The .wbplan format: round trip, and refusal of corrupt, truncated or foreign plans."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import workbench as wb
+from workbench.errors import PlanFormatError
+
+
+@pytest.fixture
+def engine(tiny_model):
+    return wb.build(wb.load(tiny_model), wb.BuilderConfig(batch_size=2))
+
+
+def test_round_trip_gives_identical_outputs(engine, tmp_path):
+    path = tmp_path / "m.wbplan"
+    engine.save(path)
+    loaded = wb.Engine.load(path)
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_array_equal(engine.create_context().run({"input": x})["logits"],
+                                  loaded.create_context().run({"input": x})["logits"])
+    assert [l.tactic for l in loaded.layers] == [l.tactic for l in engine.layers]
+    assert loaded.profile == engine.profile
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    assert "manifest.json" in names and all(n.endswith((".json", ".npy")) for n in names)
+
+
+def test_corrupt_plan_is_refused(engine, tmp_path):
+    data = bytearray(engine.to_bytes())
+    index = data.find(b'"layers"')
+    data[index + 20] ^= 0x01                      # one flipped bit inside the manifest
+    with pytest.raises(PlanFormatError, match="checksum mismatch in 'manifest.json'|corrupt"):
+        wb.Engine.load(bytes(data))
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.8, 0.999])
+def test_truncated_plan_is_refused(engine, tmp_path, keep):
+    data = engine.to_bytes()
+    path = tmp_path / "cut.wbplan"
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(PlanFormatError, match="cut.wbplan"):
+        wb.Engine.load(path)
+
+
+def _rewrite_manifest(data: bytes, edit) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    manifest = json.loads(members["manifest.json"])
+    edit(manifest)
+    members["manifest.json"] = json.dumps(manifest).encode()
+    members["checksums.json"] = json.dumps({n: hashlib.sha256(d).hexdigest() for n, d in members.items()
+                                            if n != "checksums.json"}).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, blob in members.items():
+            archive.writestr(name, blob)
+    return out.getvalue()
+
+
+def test_wrong_version_is_refused(engine):
+    data = _rewrite_manifest(engine.to_bytes(), lambda m: m.update(format_version=99))
+    with pytest.raises(PlanFormatError, match="plan format version 99 .* reads version 1; rebuild"):
+        wb.Engine.load(data)
+
+
+def test_not_a_plan(tmp_path):
+    path = tmp_path / "x.wbplan"
+    path.write_bytes(b"PK but not really a zip" * 10)
+    with pytest.raises(PlanFormatError, match="not a readable .wbplan"):
+        wb.Engine.load(path)
+
+
+def test_failed_save_leaves_nothing_behind(engine, tmp_path):
+    path = tmp_path / "m.wbplan"
+    path.write_bytes(b"previous plan")
+    engine.layers[0].attrs["bogus"] = object()     # cannot be serialized
+    with pytest.raises(PlanFormatError, match="bogus"):
+        engine.save(path)
+    assert path.read_bytes() == b"previous plan"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.wbplan"]
+
+
+def test_plan_holds_no_pickle(engine):
+    with zipfile.ZipFile(io.BytesIO(engine.to_bytes())) as archive:
+        for name in archive.namelist():
+            if name.endswith(".npy"):
+                np.load(io.BytesIO(archive.read(name)), allow_pickle=False)   # raises if pickled
