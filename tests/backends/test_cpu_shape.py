@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 import workbench.backends.cpu  # noqa: F401  (registers the kernels)
 from workbench.backends.cpu.registry import NodeInfo, lookup
@@ -18,10 +18,10 @@ I64 = np.int64
 def _model(nodes, feeds, outputs, opset, inits=()):
     vi = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
           for n, v in feeds.items()]
-    outs = [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs]
-    graph = helper.make_graph(nodes, "g", vi, outs,
+    graph = helper.make_graph(nodes, "g", vi, [onnx.ValueInfoProto(name=o) for o in outputs],
                               initializer=[numpy_helper.from_array(v, n) for n, v in inits])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+    return onnx.shape_inference.infer_shapes(model)  # fills in the output types onnxruntime needs
 
 
 def _ort(model, feeds):

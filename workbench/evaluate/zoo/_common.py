@@ -119,14 +119,23 @@ class GraphBuilder:
 
     # -- layers ------------------------------------------------------------------------
     def conv(self, x: str, cin: int, cout: int, k: int, name: str, *, stride: int = 1,
-             pad: int | None = None, group: int = 1, bias: bool = False) -> str:
-        """Conv with Kaiming-normal weights (fan_in, ReLU gain): keeps E[x^2] after ReLU."""
+             pad: int | None = None, group: int = 1, bias: bool = False, lsuv: bool = False) -> str:
+        """Conv with Kaiming-normal weights (fan_in, ReLU gain): keeps E[x^2] after ReLU.
+
+        `lsuv` (for nets without BN): rescale the weights so the output has unit variance
+        on the probe (layer-sequential unit-variance init), which max pools otherwise inflate.
+        """
         pad = k // 2 if pad is None else pad
         w = self.normal((cout, cin // group, k, k), math.sqrt(2.0 / (cin // group * k * k)))
         b = self.uniform((cout,), -0.05, 0.05) if bias else None
-        ins = [x, self.const(f"{name}.weight", w)] + ([self.const(f"{name}.bias", b)] if bias else [])
         pv = self._probe(x)
-        value = _np_conv(pv[0], w, b, stride, pad, group) if pv else None
+        value = _np_conv(pv[0], w, None, stride, pad, group) if pv else None
+        if value is not None and lsuv:
+            scale = np.float32(1.0 / max(float(value.std()), 1e-6))
+            w, value = w * scale, value * scale
+        if value is not None and b is not None:
+            value = value + b[None, :, None, None]
+        ins = [x, self.const(f"{name}.weight", w)] + ([self.const(f"{name}.bias", b)] if bias else [])
         return self.node("Conv", ins, name, value=value, kernel_shape=[k, k], strides=[stride, stride],
                          pads=[pad] * 4, group=group)
 

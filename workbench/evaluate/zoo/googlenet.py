@@ -7,6 +7,7 @@ fuse vertically, and a Concat that can be elided by writing branches in place.
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 
 from workbench.evaluate.zoo._common import FLOAT, Dim, GraphBuilder
@@ -30,7 +31,7 @@ _POOL_AFTER = {"3b": "pool3/3x3_s2", "4e": "pool4/3x3_s2"}
 
 def _conv_relu(g: GraphBuilder, x: str, cin: int, cout: int, k: int, name: str, relu: str,
                stride: int = 1) -> str:
-    return g.relu(g.conv(x, cin, cout, k, name, stride=stride, bias=True), relu)
+    return g.relu(g.conv(x, cin, cout, k, name, stride=stride, bias=True, lsuv=True), relu)
 
 
 def _inception(g: GraphBuilder, x: str, block: str, output: str | None = None) -> tuple[str, int]:
@@ -43,14 +44,17 @@ def _inception(g: GraphBuilder, x: str, block: str, output: str | None = None) -
     b3 = _conv_relu(g, b3, r5, c5, 5, f"{p}/5x5", f"{p}/relu_5x5")
     b4 = g.maxpool(x, f"{p}/pool", k=3, stride=1, pad=1)
     b4 = _conv_relu(g, b4, cin, pp, 1, f"{p}/pool_proj", f"{p}/relu_pool_proj")
-    out = g.node("Concat", [b1, b2, b3, b4], f"{p}/output", outputs=[output or f"{p}/output"], axis=1)
+    pv = g._probe(b1, b2, b3, b4)
+    out = g.node("Concat", [b1, b2, b3, b4], f"{p}/output", outputs=[output or f"{p}/output"],
+                 value=np.concatenate(pv, axis=1) if pv else None, axis=1)
     return out, c1 + c3 + c5 + pp
 
 
 def googlenet(seed: int = 0, batch: Dim = "N", num_classes: int = 1000, image_size: int = 224) -> onnx.ModelProto:
     """GoogLeNet: input "input" [batch,3,S,S], output "logits"; 9 inception blocks 3a..5b."""
     g = GraphBuilder(seed)
-    x = g.input("input", FLOAT, [batch, 3, image_size, image_size])
+    probe = min(image_size, 128)
+    x = g.input("input", FLOAT, [batch, 3, image_size, image_size], probe_shape=[2, 3, probe, probe])
     x = _conv_relu(g, x, 3, 64, 7, "conv1/7x7_s2", "conv1/relu_7x7", stride=2)
     x = g.maxpool(x, "pool1/3x3_s2")
     x = _conv_relu(g, x, 64, 64, 1, "conv2/3x3_reduce", "conv2/relu_3x3_reduce")
@@ -72,7 +76,8 @@ def inception_block(seed: int = 0, batch: Dim = "N", block: str = "3a", size: in
     if block not in INCEPTION_BLOCKS:
         raise ValueError(f"unknown inception block {block!r}; choose from {sorted(INCEPTION_BLOCKS)}")
     g = GraphBuilder(seed)
-    x = g.input("input", FLOAT, [batch, INCEPTION_BLOCKS[block][0], size, size])
+    cin = INCEPTION_BLOCKS[block][0]
+    x = g.input("input", FLOAT, [batch, cin, size, size], probe_shape=[2, cin, size, size])
     _, channels = _inception(g, x, block, output="output")
     return g.model(f"inception_{block}", [("output", FLOAT, [batch, channels, size, size])],
                    doc=f"GoogLeNet inception_{block} block alone, random weights seed={seed}")

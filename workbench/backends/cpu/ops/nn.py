@@ -43,8 +43,10 @@ class Geometry:
         return tuple((k - 1) * d + 1 for k, d in zip(self.kernel, self.dilations))
 
 
-def window_geometry(in_shape, kernel, attrs, ceil_mode: bool = False) -> Geometry:
-    """Output size and begin/end pads of a sliding window op (Conv and every pool)."""
+def window_geometry(in_shape, kernel, attrs, ceil_mode: bool = False, pool: bool = False) -> Geometry:
+    """Output size and begin/end pads of a sliding window op (Conv and every pool).
+
+    SAME pads of pools may be negative (kernel < stride crops the input), as in onnxruntime."""
     nd = len(kernel)
     strides = tuple(attrs.get("strides") or [1] * nd)
     dil = tuple(attrs.get("dilations") or [1] * nd)
@@ -52,9 +54,10 @@ def window_geometry(in_shape, kernel, attrs, ceil_mode: bool = False) -> Geometr
     auto = attrs.get("auto_pad", "NOTSET") or "NOTSET"
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         out = [-(-i // s) for i, s in zip(in_shape, strides)]
-        total = [max(0, (o - 1) * s + e - i) for o, s, e, i in zip(out, strides, ek, in_shape)]
-        small, big = [t // 2 for t in total], [t - t // 2 for t in total]
-        pb, pe = (small, big) if auto == "SAME_UPPER" else (big, small)
+        total = [(o - 1) * s + e - i for o, s, e, i in zip(out, strides, ek, in_shape)]
+        total = [t if pool else max(0, t) for t in total]
+        head = [int(t / 2) if auto == "SAME_UPPER" else int((t + 1) / 2) for t in total]
+        pb, pe = head, [t - h for t, h in zip(total, head)]
     elif auto == "VALID":
         pb = pe = [0] * nd
         out = [max(0, (i - e) // s + 1) for i, e, s in zip(in_shape, ek, strides)]
@@ -72,16 +75,22 @@ def window_geometry(in_shape, kernel, attrs, ceil_mode: bool = False) -> Geometr
 
 
 def pad_spatial(x: np.ndarray, geo: Geometry, value=0, dtype=None) -> np.ndarray:
-    """Pad the trailing spatial axes so every window of `geo` fits (covers ceil_mode overhang)."""
+    """Pad the trailing spatial axes so every window of `geo` fits (covers ceil_mode overhang);
+    negative begin pads crop."""
     nd = len(geo.kernel)
     spatial = x.shape[-nd:]
     need = [(o - 1) * s + e if o > 0 else 0 for o, s, e in zip(geo.out, geo.strides, geo.eff_kernel)]
-    size = [max(b + i + a, n) for b, i, a, n in zip(geo.pads_begin, spatial, geo.pads_end, need)]
+    size = [max(b + i + a, n, 0) for b, i, a, n in zip(geo.pads_begin, spatial, geo.pads_end, need)]
     dtype = np.dtype(dtype or x.dtype)
     if tuple(size) == tuple(spatial) and not any(geo.pads_begin) and dtype == x.dtype:
         return x
     out = np.full(x.shape[:-nd] + tuple(size), value, dtype=dtype)
-    out[(Ellipsis,) + tuple(slice(b, b + i) for b, i in zip(geo.pads_begin, spatial))] = x
+    src, dst = [], []
+    for b, i, n in zip(geo.pads_begin, spatial, size):
+        lo, hi = max(0, b), min(n, b + i)
+        src.append(slice(lo - b, max(lo, hi) - b))
+        dst.append(slice(lo, max(lo, hi)))
+    out[(Ellipsis,) + tuple(dst)] = x[(Ellipsis,) + tuple(src)]
     return out
 
 

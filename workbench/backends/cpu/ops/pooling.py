@@ -16,7 +16,7 @@ from workbench.backends.cpu.registry import kernel
 
 def _geometry(x, attrs):
     kernel_ = attrs["kernel_shape"]
-    return window_geometry(x.shape[2:], kernel_, attrs, bool(attrs.get("ceil_mode", 0)))
+    return window_geometry(x.shape[2:], kernel_, attrs, bool(attrs.get("ceil_mode", 0)), pool=True)
 
 
 def _lowest(dt):
@@ -34,8 +34,8 @@ def _divisor(x_spatial, geo, include_pad: bool) -> np.ndarray:
     """How many countable positions each output window covers."""
     m = np.zeros(x_spatial, np.float64)
     mp = pad_spatial(m, geo, 0.0)
-    lo = [0 if include_pad else b for b in geo.pads_begin]
-    hi = [b + i + (a if include_pad else 0) for b, i, a in zip(geo.pads_begin, x_spatial, geo.pads_end)]
+    lo = [0 if include_pad else max(0, b) for b in geo.pads_begin]
+    hi = [max(0, b + i + (a if include_pad else 0)) for b, i, a in zip(geo.pads_begin, x_spatial, geo.pads_end)]
     mp[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1.0
     return _window_sum(mp, geo, np.float64, geo.out)
 
