@@ -31,6 +31,11 @@ def _gelu(x, c, a):
     return c(0.5) * x * (c(1) + erf(x / c(math.sqrt(2))))
 
 
+def _shrink(x, lambd, bias):
+    # x + bias if x < -lambd; x - bias if x > lambd; else 0 (python floats: exact for int x too)
+    return np.where(x < -lambd, x + bias, np.where(x > lambd, x - bias, 0))
+
+
 _ACT = {
     "Relu": lambda x, c, a: np.maximum(x, c(0)),
     "LeakyRelu": lambda x, c, a: np.where(x < 0, x * c(a.get("alpha", 0.01)), x),
@@ -51,9 +56,7 @@ _ACT = {
     "Mish": lambda x, c, a: x * np.tanh(_softplus(x, c)),
     "Gelu": lambda x, c, a: _gelu(x, c, a),
     "Swish": lambda x, c, a: x * _sigmoid(c(a.get("alpha", 1.0)) * x, c),
-    # x + bias if x < -lambd; x - bias if x > lambd; else 0
-    "Shrink": lambda x, c, a: np.where(x < -c(a.get("lambd", 0.5)), x + c(a.get("bias", 0.0)), np.where(
-        x > c(a.get("lambd", 0.5)), x - c(a.get("bias", 0.0)), c(0))),
+    "Shrink": lambda x, c, a: _shrink(x, float(a.get("lambd", 0.5)), float(a.get("bias", 0.0))),
 }
 
 
@@ -81,17 +84,19 @@ def prelu(inputs, attrs, node):
 
 def _along_axis(fn):
     """Apply `fn(x, axis)` per the opset: >= 13 along `axis` (default -1); before, on the input
-    coerced to 2-D [prod(shape[:axis]), prod(shape[axis:])] (default axis 1)."""
+    coerced to 2-D [prod(shape[:axis]), prod(shape[axis:])] (default axis 1). Computed in x's
+    dtype, as the ONNX reference does (the bfloat16 Attention tests depend on it)."""
     def run(inputs, attrs, node):
         x = inputs[0]
         if x.size == 0:
             return x.copy()
+        dt = x.dtype
         with np.errstate(all="ignore"):
             if node.opset >= 13:
-                return np.asarray(fn(x, attrs.get("axis", -1))).astype(x.dtype, copy=False)
+                return np.asarray(fn(x, attrs.get("axis", -1))).astype(dt, copy=False)
             axis = attrs.get("axis", 1) % max(x.ndim, 1)
             x2 = x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1)
-            return np.asarray(fn(x2, -1)).reshape(x.shape).astype(x.dtype, copy=False)
+            return np.asarray(fn(x2, -1)).reshape(x.shape).astype(dt, copy=False)
     return run
 
 

@@ -16,18 +16,22 @@ import numpy as np
 from workbench.backends.cpu.registry import kernel
 from workbench.ir.dtypes import np_dtype
 
-try:
-    from scipy.special import erf as _scipy_erf
-except ImportError:  # pragma: no cover - scipy is optional
-    _scipy_erf = None
 _py_erf = np.frompyfunc(math.erf, 1, 1)
+
+
+@functools.cache
+def _erf_impl():
+    try:  # imported lazily: scipy is optional and slow to import
+        from scipy.special import erf as scipy_erf
+        return scipy_erf
+    except ImportError:  # pragma: no cover
+        return _py_erf
 
 
 def erf(x: np.ndarray) -> np.ndarray:
     """Gauss error function in x's dtype (scipy when available, else math.erf per element)."""
     x = np.asarray(x)
-    y = _scipy_erf(x.astype(np.float64)) if _scipy_erf is not None else _py_erf(x.astype(np.float64))
-    return np.asarray(y, dtype=np.float64).astype(x.dtype)
+    return np.asarray(_erf_impl()(x.astype(np.float64)), dtype=np.float64).astype(x.dtype)
 
 
 def _same(fn):
@@ -126,7 +130,8 @@ def pow_(inputs, attrs, node):
 def isinf(inputs, attrs, node):
     x = inputs[0]
     neg, pos = attrs.get("detect_negative", 1), attrs.get("detect_positive", 1)
-    return np.asarray(np.isinf(x) & ((pos & (x > 0)) | (neg & (x < 0))).astype(bool))
+    with np.errstate(all="ignore"):
+        return np.asarray(np.isinf(x) & ((bool(pos) & (x > 0)) | (bool(neg) & (x < 0))))
 
 
 @kernel("Where")
@@ -144,12 +149,18 @@ def bitshift(inputs, attrs, node):
 _F8 = {"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz"}
 
 
+def _to_str(v) -> str:
+    if isinstance(v, float):
+        return "NaN" if v != v else "INF" if v == math.inf else "-INF" if v == -math.inf else f"{v:.8g}"
+    return str(int(v)) if isinstance(v, (bool, int)) else str(v)
+
+
 def cast_to(x: np.ndarray, to: np.dtype, saturate: bool = True, round_mode: str = "up") -> np.ndarray:
     """ONNX Cast: float8 targets saturate (clip to the finite range) unless told not to; strings
     are parsed / printed."""
     x = np.asarray(x)
-    if to == np.dtype(object):  # to STRING
-        return np.array([str(v) for v in x.ravel().tolist()], dtype=object).reshape(x.shape)
+    if to == np.dtype(object):  # to STRING, formatted as onnxruntime does
+        return np.array([_to_str(v) for v in x.ravel().tolist()], dtype=object).reshape(x.shape)
     if x.dtype == np.dtype(object):  # from STRING: parse via float64 (handles NaN/INF/+INF)
         x = np.array([float(v.decode() if isinstance(v, bytes) else v) for v in x.ravel()],
                      dtype=np.float64).reshape(x.shape)

@@ -28,7 +28,7 @@ def _wrap(idx, dim: int) -> np.ndarray:
 def gather(inputs, attrs, node):
     x, idx = inputs[0], inputs[1]
     axis = norm_axis(attrs.get("axis", 0), x.ndim)
-    return np.take(x, _wrap(idx, x.shape[axis]), axis=axis)
+    return np.asarray(np.take(x, _wrap(idx, x.shape[axis]), axis=axis))  # 0-d: not a numpy scalar
 
 
 @kernel("GatherElements")
@@ -45,10 +45,11 @@ def gather_nd(inputs, attrs, node):
     k = idx.shape[-1]
     batch = x.shape[:b]
     nb = int(np.prod(batch, dtype=np.int64))
+    m = int(np.prod(idx.shape[b:-1], dtype=np.int64))
     xr = x.reshape((nb,) + x.shape[b:])
-    ir = idx.reshape(nb, -1, k)
+    ir = idx.reshape(nb, m, k)
     coords = tuple(_wrap(ir[..., j], x.shape[b + j]) for j in range(k))
-    out = xr[(np.arange(nb)[:, None],) + coords]  # (nb, m) + x.shape[b + k:]
+    out = xr[(np.broadcast_to(np.arange(nb)[:, None], (nb, m)),) + coords]  # (nb, m) + x.shape[b+k:]
     return out.reshape(idx.shape[:-1] + x.shape[b + k:])
 
 

@@ -74,32 +74,40 @@ def window_geometry(in_shape, kernel, attrs, ceil_mode: bool = False, pool: bool
     return Geometry(tuple(kernel), strides, dil, tuple(pb), tuple(pe), tuple(out))
 
 
-def pad_spatial(x: np.ndarray, geo: Geometry, value=0, dtype=None) -> np.ndarray:
-    """Pad the trailing spatial axes so every window of `geo` fits (covers ceil_mode overhang);
-    negative begin pads crop."""
+def pad_spatial(x: np.ndarray, geo: Geometry, value=0, dtype=None, channels_last=False) -> np.ndarray:
+    """Pad the spatial axes (trailing, or before the last one when channels_last) so every window
+    of `geo` fits (covers ceil_mode overhang); negative begin pads crop."""
     nd = len(geo.kernel)
-    spatial = x.shape[-nd:]
+    spatial = x.shape[-nd - 1:-1] if channels_last else x.shape[-nd:]
     need = [(o - 1) * s + e if o > 0 else 0 for o, s, e in zip(geo.out, geo.strides, geo.eff_kernel)]
     size = [max(b + i + a, n, 0) for b, i, a, n in zip(geo.pads_begin, spatial, geo.pads_end, need)]
     dtype = np.dtype(dtype or x.dtype)
     if tuple(size) == tuple(spatial) and not any(geo.pads_begin) and dtype == x.dtype:
         return x
-    out = np.full(x.shape[:-nd] + tuple(size), value, dtype=dtype)
+    lead, tail = (x.shape[:-nd - 1], x.shape[-1:]) if channels_last else (x.shape[:-nd], ())
+    out = np.full(lead + tuple(size) + tail, value, dtype=dtype)
     src, dst = [], []
     for b, i, n in zip(geo.pads_begin, spatial, size):
         lo, hi = max(0, b), min(n, b + i)
         src.append(slice(lo - b, max(lo, hi) - b))
         dst.append(slice(lo, max(lo, hi)))
-    out[(Ellipsis,) + tuple(dst)] = x[(Ellipsis,) + tuple(src)]
+    pre = (slice(None),) * len(lead)
+    out[pre + tuple(dst)] = x[pre + tuple(src)]
     return out
 
 
 def window_taps(xp: np.ndarray, geo: Geometry):
     """Yield (tap offsets, strided view of xp with the output's spatial shape) per kernel tap."""
     for offs in itertools.product(*(range(k) for k in geo.kernel)):
-        sl = tuple(slice(o * d, o * d + (n - 1) * s + 1, s)
+        sl = tuple(slice(o * d, o * d + (n - 1) * s + 1, s) if n else slice(0, 0)
                    for o, d, s, n in zip(offs, geo.dilations, geo.strides, geo.out))
         yield offs, xp[(Ellipsis,) + sl]
+
+
+def _taps_last(xl: np.ndarray, geo: Geometry):
+    """window_taps for a channels-last array (N, *spatial, C)."""
+    for offs, view in window_taps(np.moveaxis(xl, -1, 1), geo):
+        yield offs, np.moveaxis(view, 1, -1)
 
 
 def conv_nd(x: np.ndarray, w: np.ndarray, b, attrs, acc) -> np.ndarray:
@@ -115,19 +123,21 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b, attrs, acc) -> np.ndarray:
         return y + b.astype(acc).reshape((1, m) + (1,) * len(kernel)) if b is not None and y.size else y
     cg, mg = c // group, m // group
     w = w.astype(acc, copy=False)
-    xp = pad_spatial(x, geo, 0, acc)
     p = int(np.prod(geo.out))
-    if cg == 1 and group > 1:  # depthwise: accumulate over taps, channel-multiplier mg
+    if cg == 1 and group > 1:  # depthwise: channels-last so every tap op runs over long rows
+        xl = np.ascontiguousarray(pad_spatial(np.moveaxis(x, 1, -1), geo, 0, acc, channels_last=True))
         if mg > 1:
-            xp = np.repeat(xp, mg, axis=1)
+            xl = np.repeat(xl, mg, axis=-1)
         wt = w.reshape(m, -1)
-        y = np.zeros(y_shape, acc)
-        tmp = np.empty(y_shape, acc)
-        bshape = (1, m) + (1,) * len(kernel)
-        for t, (_, view) in enumerate(window_taps(xp, geo)):
-            np.multiply(view, wt[:, t].reshape(bshape), out=tmp)
-            y += tmp
+        yl = np.empty((n,) + geo.out + (m,), acc)
+        tmp = np.empty_like(yl)
+        for t, (_, view) in enumerate(_taps_last(xl, geo)):
+            np.multiply(view, wt[:, t], out=yl if t == 0 else tmp)
+            if t:
+                yl += tmp
+        y = np.ascontiguousarray(np.moveaxis(yl, -1, 1))
     else:
+        xp = pad_spatial(x, geo, 0, acc)
         ntaps = int(np.prod(kernel))
         wg = w.reshape(group, mg, cg * ntaps)
         y = np.empty((n, group, mg, p), acc)

@@ -56,7 +56,7 @@ def max_pool(inputs, attrs, node):
             if want_idx:
                 better = view > y  # strict: the first maximal tap wins
                 np.copyto(y, view, where=better)
-                best[better] = t
+                np.copyto(best, t, where=better)
             else:
                 np.maximum(y, view, out=y)
     if not want_idx:

@@ -65,11 +65,12 @@ def quantize_linear(inputs, attrs, node):
     axis, block = attrs.get("axis", 1), attrs.get("block_size", 0)
     scale = _param(scale, x.shape, axis, block)
     prec = attrs.get("precision", 0)
-    calc = np.dtype(tensor_dtype_to_np_dtype(prec)) if prec else np.result_type(x.dtype, scale.dtype)
-    if calc.kind != "f":  # bfloat16 and friends: divide in float32
-        calc = np.dtype(np.float32)
+    calc = np.dtype(tensor_dtype_to_np_dtype(prec)) if prec else scale.dtype  # spec: scale's type
     with np.errstate(all="ignore"):
-        q = x.astype(calc) / scale.astype(calc)
+        if calc.kind == "f":
+            q = x.astype(calc) / scale.astype(calc)
+        else:  # bfloat16: divide in float32, round to bfloat16
+            q = (x.astype(np.float32) / scale.astype(np.float32)).astype(calc).astype(np.float32)
         rng = int_range(out)
         if rng is not None:
             y = np.rint(q).astype(np.float64)

@@ -7,6 +7,8 @@ then applies a per-op formula. Reductions over an empty set return the op's iden
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from workbench.backends.cpu.registry import kernel
@@ -33,9 +35,15 @@ def _logsumexp(x, ax, kd):
     return r if kd else np.squeeze(r, axis=ax)
 
 
+def _mean(x, ax, kd):
+    n = x.size if ax is None else math.prod(x.shape[a] for a in ax)
+    acc = np.float64 if x.dtype.kind in "iu" else None
+    return np.sum(x, axis=ax, keepdims=kd, dtype=acc) / n  # empty set: 0 / 0 = NaN
+
+
 _REDUCE = {
     "ReduceSum": lambda x, ax, kd: np.sum(x, axis=ax, keepdims=kd),
-    "ReduceMean": lambda x, ax, kd: np.mean(x, axis=ax, keepdims=kd),
+    "ReduceMean": _mean,
     "ReduceMax": _max,
     "ReduceMin": lambda x, ax, kd: np.min(x, axis=ax, keepdims=kd, initial=_lowest(x.dtype, True)),
     "ReduceProd": lambda x, ax, kd: np.prod(x, axis=ax, keepdims=kd),

@@ -4,8 +4,8 @@
 They keep the input dtype (float16, bfloat16, ints, bool, strings) and return numpy views where
 numpy gives one (reshape, transpose, basic slicing): the runtime never writes into a kernel's
 output, so aliasing is safe. Resize is separable: it resamples one axis at a time with
-precomputed taps (index, weight) like onnx's reference, computing in float64 so the CPU backend
-stays a faithful oracle. Small helpers (`ints`, `norm_axis`) are shared with indexing.py.
+precomputed taps (index, weight), matching onnx's reference (float32 math for <=32-bit floats,
+as onnxruntime does). Small helpers (`ints`, `norm_axis`) are shared with indexing.py.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def transpose(inputs, attrs, node):
 def squeeze(inputs, attrs, node):
     x = inputs[0]
     axes = _axes_arg(inputs, attrs, node)
-    if axes is None:
+    if not axes:  # absent (or empty, as onnxruntime reads it): drop every 1-sized dim
         return np.squeeze(x)
     return np.squeeze(x, axis=tuple(norm_axis(a, x.ndim) for a in axes))
 
@@ -103,8 +103,8 @@ def split(inputs, attrs, node):
     axis = norm_axis(attrs.get("axis", 0), x.ndim)
     dim = x.shape[axis]
     sizes = _opt(inputs, 1)
-    sizes = ints(sizes) if sizes is not None else attrs.get("split")
-    if sizes is None:
+    sizes = ints(sizes) if sizes is not None and sizes.size else attrs.get("split")
+    if not sizes:
         n = attrs.get("num_outputs", node.num_outputs)
         chunk = -(-dim // n)  # ceil: the last chunk may be smaller (opset 18)
         sizes = [min(chunk, max(dim - i * chunk, 0)) for i in range(n)]
@@ -160,7 +160,7 @@ def tile(inputs, attrs, node):
 def pad(inputs, attrs, node):
     x = inputs[0]
     mode = attrs.get("mode", "constant")
-    if node.opset < 11:
+    if node.opset < 11:  # Pad-1 calls them `paddings`
         pads, value, axes = attrs.get("pads", attrs.get("paddings")), attrs.get("value", 0.0), None
     else:
         pads, value, axes = ints(inputs[1]), _opt(inputs, 2), _opt(inputs, 3)
@@ -236,31 +236,24 @@ def _source_coords(ctm, n_in, n_out, scale, roi):
         x = (np.full(n_out, (hi - lo) * (n_in - 1) / 2) if length == 1
              else y * (hi - lo) * (n_in - 1) / (length - 1)) + lo * (n_in - 1)
         return x, (x < 0) | (x > n_in - 1)
-    if ctm == "pytorch_half_pixel":
-        return (np.full(n_out, -0.5) if length == 1 else (y + 0.5) / scale - 0.5), None
-    if ctm == "half_pixel":
-        return (y + 0.5) / scale - 0.5, None
-    if ctm == "half_pixel_symmetric":
-        offset = n_in / 2 * (1 - n_out / length)
+    if ctm == "pytorch_half_pixel" and length == 1:
+        return np.full(n_out, -0.5), None
+    if ctm in ("half_pixel", "pytorch_half_pixel", "half_pixel_symmetric"):
+        offset = n_in / 2 * (1 - n_out / length) if ctm == "half_pixel_symmetric" else 0.0
         return offset + (y + 0.5) / scale - 0.5, None
     if ctm == "tf_half_pixel_for_nn":
         return (y + 0.5) / scale, None
     raise ValueError(f"Resize: unsupported coordinate_transformation_mode {ctm!r}")
 
 
-def _nearest_index(x, mode, scale):
-    if mode == "simple":  # opset < 11 (Upsample, Resize-10), as onnxruntime does
-        return np.ceil(x) if scale < 1 else np.floor(x)
-    if mode == "round_prefer_floor":
-        return np.ceil(x - 0.5)
-    if mode == "round_prefer_ceil":
-        return np.floor(x + 0.5)
-    if mode in ("floor", "ceil"):
-        return getattr(np, mode)(x)
-    raise ValueError(f"Resize: unsupported nearest_mode {mode!r}")
+_NEAREST = {
+    "round_prefer_floor": lambda x, s: np.ceil(x - 0.5), "round_prefer_ceil": lambda x, s: np.floor(x + 0.5),
+    "floor": lambda x, s: np.floor(x), "ceil": lambda x, s: np.ceil(x),
+    "simple": lambda x, s: np.ceil(x) if s < 1 else np.floor(x),  # opset < 11, as onnxruntime
+}
 
 
-def _taps(x, mode, scale, cubic_a, antialias, exclude_outside, n_in):
+def _taps(x, mode, scale, a, antialias, exclude_outside, n_in):
     """(indices, weights), each (n_out, K), of linear/cubic interpolation at coordinates x."""
     base = np.floor(x)
     ratio = np.where(x == base, 1.0, x - base)  # ratio in (0, 1]: prefer the left pixel
@@ -271,8 +264,7 @@ def _taps(x, mode, scale, cubic_a, antialias, exclude_outside, n_in):
     d = np.abs((offs[None, :] - ratio[:, None]) * s)
     if mode == "linear":
         w = np.clip(1 - d, 0, 1)
-    else:
-        a = cubic_a
+    else:  # Keys cubic kernel with coefficient a
         w = np.where(d <= 1, ((a + 2) * d - (a + 3)) * d * d + 1,
                      np.where(d < 2, ((a * d - 5 * a) * d + 8 * a) * d - 4 * a, 0.0))
     if antialias:
@@ -291,7 +283,10 @@ def _resize(x, out_size, scales, roi, attrs, opset):
     nearest_mode = attrs.get("nearest_mode", "round_prefer_floor" if opset >= 11 else "simple")
     extrap = attrs.get("extrapolation_value", 0.0)
     r = x.ndim
-    y = x if mode == "nearest" else x.astype(np.float64)
+    # float32 math for <=32-bit floats (as onnxruntime); float64 for float64 and integers
+    wide = np.float32 if x.dtype.kind == "f" and x.dtype.itemsize <= 4 or "bfloat16" in x.dtype.name \
+        else np.float64
+    y = x if mode == "nearest" else x.astype(wide)
     for ax in range(r):
         n_in, n_out, s = x.shape[ax], int(out_size[ax]), float(scales[ax])
         ax_roi = (0.0, 1.0) if roi is None else (float(roi[ax]), float(roi[ax + r]))
@@ -299,39 +294,37 @@ def _resize(x, out_size, scales, roi, attrs, opset):
                 and math.isclose(ax_roi[1], 1.0)):
             continue
         if n_out == 0 or n_in == 0:
-            shape = list(y.shape)
-            shape[ax] = n_out
-            y = np.zeros(shape, dtype=y.dtype)
+            y = np.zeros(y.shape[:ax] + (n_out,) + y.shape[ax + 1:], dtype=y.dtype)
             continue
         coords, outside = _source_coords(ctm, n_in, n_out, s, ax_roi)
         bshape = (n_out,) + (1,) * (r - ax - 1)
         if mode == "nearest":
-            idx = np.clip(_nearest_index(coords, nearest_mode, s), 0, n_in - 1).astype(np.intp)
+            idx = np.clip(_NEAREST[nearest_mode](coords, s), 0, n_in - 1).astype(np.intp)
             y = np.take(y, idx, axis=ax)
         elif mode in ("linear", "cubic"):
             idx, w = _taps(coords, mode, s, attrs.get("cubic_coeff_a", -0.75),
                            attrs.get("antialias", 0), attrs.get("exclude_outside", 0), n_in)
-            y = sum(np.take(y, idx[:, k], axis=ax) * w[:, k].reshape(bshape) for k in range(idx.shape[1]))
+            acc = np.zeros(y.shape[:ax] + (n_out,) + y.shape[ax + 1:], dtype=y.dtype)
+            for k in range(idx.shape[1]):
+                term = np.take(y, idx[:, k], axis=ax)
+                term *= w[:, k].astype(y.dtype).reshape(bshape)
+                acc += term
+            y = acc
         else:
             raise ValueError(f"Resize: unsupported mode {mode!r}")
         if outside is not None and outside.any():
             y = np.where(outside.reshape(bshape), np.asarray(extrap).astype(y.dtype), y)
-    if y.dtype == x.dtype:
-        return y
-    if np.issubdtype(x.dtype, np.integer):
-        info = np.iinfo(x.dtype)
-        y = np.clip(np.round(y), info.min, info.max)
-    return y.astype(x.dtype)
+    if x.dtype.kind in "iu" and y.dtype != x.dtype:
+        y = np.clip(np.round(y), np.iinfo(x.dtype).min, np.iinfo(x.dtype).max)
+    return y.astype(x.dtype, copy=False)
 
 
 @kernel("Resize")
 def resize(inputs, attrs, node):
     x = inputs[0]
     r = x.ndim
-    if node.opset < 11:
-        roi, scales, sizes = None, _opt(inputs, 1), None
-    else:
-        roi, scales, sizes = _opt(inputs, 1), _opt(inputs, 2), _opt(inputs, 3)
+    roi, scales, sizes = (None, _opt(inputs, 1), None) if node.opset < 11 else \
+        (_opt(inputs, 1), _opt(inputs, 2), _opt(inputs, 3))
     roi = None if roi is None or roi.size == 0 else roi.astype(np.float64).reshape(-1)
     scales = None if scales is None or scales.size == 0 else [float(s) for s in scales.reshape(-1)]
     sizes = None if sizes is None or sizes.size == 0 else ints(sizes)
