@@ -105,8 +105,10 @@ def bert(seed: int = 0, batch: Dim = "N", layers: int = 2, hidden: int = 128, he
     tt_ids = g.node("Slice", [f"{e}.token_type_ids", "const.index0", seq, "const.index1"], f"{e}/token_type_ids/Slice")
     tt_ids = g.node("Expand", [tt_ids, shape], f"{e}/token_type_ids/Expand")
     x = g.node("Gather", [word, ids], f"{e}.word_embeddings", axis=0)
-    x = g.node("Add", [x, g.node("Gather", [ttab, tt_ids], f"{e}.token_type_embeddings", axis=0)], f"{e}/add_token_type")
-    x = g.node("Add", [x, g.node("Gather", [ptab, pos_ids], f"{e}.position_embeddings", axis=0)], f"{e}/add_position")
+    tt = g.node("Gather", [ttab, tt_ids], f"{e}.token_type_embeddings", axis=0)
+    x = g.node("Add", [x, tt], f"{e}/add_token_type")
+    pos = g.node("Gather", [ptab, pos_ids], f"{e}.position_embeddings", axis=0)
+    x = g.node("Add", [x, pos], f"{e}/add_position")
     x = _layernorm(g, x, hidden, f"{e}.LayerNorm")
 
     # additive mask [B,1,S,S]: 0 where attended, -10000 where padded (HF's 4-d mask recipe)
