@@ -11,7 +11,8 @@ demo: $(STAMP)
 	$(PY) -m workbench.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 -m "not gpu" tests
+	# one BLAS thread per worker: two workers already use both cores, oversubscription is 3-8x slower
+	OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not gpu" --durations=15 tests
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required, found " + sys.version)'

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", default="digits_cnn.wbplan", help="where to save the engine")
     parser.add_argument("--iters", type=int, default=50, help="timed runs per batch size")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
 
     backend = "cpu"
     log.info("backend: %s (no GPU backend in this build: CPU engine, numerically faithful)", backend)

@@ -49,6 +49,10 @@ def check(op, inputs, tol=1e-5, opset=17, out_types=None, **attrs):
     return got
 
 
+def sc(v):
+    return np.array(v, np.float32)
+
+
 def f32(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
@@ -134,13 +138,14 @@ def test_quantize_dequantize_per_channel_exact():
     for zp in (np.array([0, 3, -128, 127], np.int8), np.array([0, 128, 255, 7], np.uint8)):
         (q,) = check("QuantizeLinear", [x, scale, zp], opset=13, axis=1,
                      out_types=[helper.np_dtype_to_tensor_dtype(zp.dtype)])
-        check("DequantizeLinear", [q, scale, zp], opset=13, axis=1, tol=0, out_types=[TensorProto.FLOAT])
+        check("DequantizeLinear", [q, scale, zp], opset=13, axis=1, tol=0,
+              out_types=[TensorProto.FLOAT])
 
 
 def test_quantize_fp16_and_dynamic():
     x = f32(3, 17)
-    check("QuantizeLinear", [x.astype(np.float16), np.array(0.05, np.float16), np.array(120, np.uint8)], opset=19,
-          out_types=[TensorProto.UINT8])
+    check("QuantizeLinear", [x.astype(np.float16), np.array(0.05, np.float16), np.array(120, np.uint8)],
+          opset=19, out_types=[TensorProto.UINT8])
     check("DynamicQuantizeLinear", [x], opset=11,
           out_types=[TensorProto.UINT8, TensorProto.FLOAT, TensorProto.UINT8])
 
@@ -151,13 +156,15 @@ def test_qlinear_conv_per_channel_and_matmul():
     w = RNG.integers(-64, 64, (6, 4, 3, 3), dtype=np.int8)
     ws = (RNG.random(6) * 0.01 + 0.001).astype(np.float32)
     bias = RNG.integers(-500, 500, 6).astype(np.int32)
-    check("QLinearConv", [x, np.array(0.02, np.float32), np.array(128, np.uint8), w, ws, np.zeros(6, np.int8), np.array(0.05, np.float32),
-                          np.array(100, np.uint8), bias], pads=[1, 1, 1, 1], strides=[2, 2], out_types=[TensorProto.UINT8])
+    check("QLinearConv", [x, sc(0.02), np.array(128, np.uint8), w, ws, np.zeros(6, np.int8), sc(0.05),
+                          np.array(100, np.uint8), bias], pads=[1, 1, 1, 1], strides=[2, 2],
+          out_types=[TensorProto.UINT8])
     a = RNG.integers(0, 256, (5, 7), dtype=np.uint8)
     b = RNG.integers(0, 256, (7, 3), dtype=np.uint8)
-    check("QLinearMatMul", [a, np.array(0.1, np.float32), np.array(3, np.uint8), b, np.array(0.02, np.float32), np.array(200, np.uint8),
-                            np.array(0.7, np.float32), np.array(9, np.uint8)], out_types=[TensorProto.UINT8])
-    check("MatMulInteger", [a, b, np.array(3, np.uint8), np.array(200, np.uint8)], out_types=[TensorProto.INT32])
+    zp = [np.array(v, np.uint8) for v in (3, 200, 9)]
+    check("QLinearMatMul", [a, sc(0.1), zp[0], b, sc(0.02), zp[1], sc(0.7), zp[2]],
+          out_types=[TensorProto.UINT8])
+    check("MatMulInteger", [a, b, zp[0], zp[1]], out_types=[TensorProto.INT32])
 
 
 def test_gemm_matmul():

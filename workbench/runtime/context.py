@@ -85,6 +85,8 @@ class ExecutionContext:
 
 
 def _check_one(spec: IOSpec, value: Any, profile) -> np.ndarray:
+    if isinstance(value, np.generic):          # numpy scalars are 0-d tensors
+        value = np.asarray(value)
     if not isinstance(value, np.ndarray):
         raise InputError(f"input {spec.name!r}: expected a numpy array, got {type(value).__name__}")
     if value.dtype != spec.dtype:

@@ -170,15 +170,19 @@ def conv(inputs, attrs, node):
         return conv_nd(x, w, b, attrs, acc_dtype(x.dtype)).astype(x.dtype, copy=False)
 
 
-def _zero_shift(v: np.ndarray, zp, axis_len=None) -> np.ndarray:
-    """v - zp as float64; a 1-D zp of length axis_len applies along axis 0 (per channel/row)."""
-    out = v.astype(np.float64)
-    if zp is None:
-        return out
-    zp = np.asarray(zp).astype(np.float64)
-    if zp.ndim == 1 and zp.size > 1 and axis_len is not None:
-        zp = zp.reshape((-1,) + (1,) * (v.ndim - 1))
-    return out - zp
+def _along(v, axis: int, ndim: int):
+    """A scalar-or-1-D quantization parameter, broadcastable along `axis` of an ndim-D tensor."""
+    if v is None:
+        return None
+    v = np.asarray(v)
+    if v.ndim == 1 and v.size > 1:
+        v = v.reshape([v.size if i == axis else 1 for i in range(ndim)])
+    return v
+
+
+def _shift(v: np.ndarray, zp) -> np.ndarray:
+    """v - zero_point as exact float64 integers."""
+    return v.astype(np.float64) if zp is None else v.astype(np.float64) - zp.astype(np.float64)
 
 
 @kernel("ConvInteger")
@@ -186,7 +190,7 @@ def conv_integer(inputs, attrs, node):
     x, w = inputs[0], inputs[1]
     xz = inputs[2] if len(inputs) > 2 else None
     wz = inputs[3] if len(inputs) > 3 else None
-    y = conv_nd(_zero_shift(x, xz), _zero_shift(w, wz, w.shape[0]), None, attrs, np.float64)
+    y = conv_nd(_shift(x, _along(xz, 1, x.ndim)), _shift(w, _along(wz, 0, w.ndim)), None, attrs, np.float64)
     return y.astype(np.int32)
 
 
@@ -194,11 +198,8 @@ def conv_integer(inputs, attrs, node):
 def qlinear_conv(inputs, attrs, node):
     x, xs, xz, w, ws, wz, ys, yz = inputs[:8]
     b = inputs[8] if len(inputs) > 8 else None
-    acc = conv_nd(_zero_shift(x, xz), _zero_shift(w, wz, w.shape[0]), b, attrs, np.float64)
-    ws = np.asarray(ws)
-    if ws.size > 1:
-        ws = ws.reshape((1, -1) + (1,) * (x.ndim - 2))
-    factor = np.asarray(xs) * ws / np.asarray(ys)
+    acc = conv_nd(_shift(x, _along(xz, 1, x.ndim)), _shift(w, _along(wz, 0, w.ndim)), b, attrs, np.float64)
+    factor = np.asarray(xs) * _along(ws, 1, x.ndim) / np.asarray(ys)
     return requantize(acc, factor, yz, yz.dtype if yz is not None else x.dtype)
 
 
@@ -233,12 +234,14 @@ def conv_transpose(inputs, attrs, node):
         out = [f + p - a - e for f, p, a, e in zip(full, opad, pads[:nd], pads[nd:])]
     with np.errstate(all="ignore"):
         # cols[n, g, mg*taps, pixels] = W_g^T @ X_g, then scatter-add each tap (col2im)
-        xg = x.astype(acc, copy=False).reshape(n, group, cg, -1)
-        wg = w.astype(acc, copy=False).reshape(group, cg, -1).transpose(0, 2, 1)
-        cols = np.matmul(wg, xg).reshape((n, m, -1) + tuple(ins))
+        npix, ntaps = int(np.prod(ins)), int(np.prod(kernel_))
+        xg = x.astype(acc, copy=False).reshape(n, group, cg, npix)
+        wg = w.astype(acc, copy=False).reshape(group, cg, mg * ntaps).transpose(0, 2, 1)
+        cols = np.matmul(wg, xg).reshape((n, m, ntaps) + tuple(ins))
         buf = np.zeros((n, m) + tuple(f + max(0, p) for f, p in zip(full, opad)), acc)
         for t, offs in enumerate(itertools.product(*(range(k) for k in kernel_))):
-            sl = tuple(slice(o * d, o * d + (i - 1) * s + 1, s) for o, d, s, i in zip(offs, dil, strides, ins))
+            sl = tuple(slice(o * d, o * d + (i - 1) * s + 1, s)
+                       for o, d, s, i in zip(offs, dil, strides, ins))
             buf[(slice(None), slice(None)) + sl] += cols[:, :, t]
         y = np.zeros((n, m) + tuple(out), acc)
         src, dst = [], []
@@ -283,12 +286,9 @@ def gemm(inputs, attrs, node):
         return np.asarray(y).astype(a.dtype, copy=False)
 
 
-def _row_zp(zp, a):
-    """MatMulInteger/QLinearMatMul a_zero_point: scalar or 1-D per row of A."""
-    if zp is None:
-        return None
-    zp = np.asarray(zp)
-    return zp.reshape(-1, 1) if zp.ndim == 1 and zp.size > 1 else zp
+def _int_matmul(a, az, b, bz) -> np.ndarray:
+    """(A - a_zp) @ (B - b_zp) exactly; a_zp may be per row of A, b_zp per column of B."""
+    return np.asarray(np.matmul(_shift(a, _along(az, max(0, a.ndim - 2), a.ndim)), _shift(b, bz)))
 
 
 @kernel("MatMulInteger")
@@ -296,16 +296,12 @@ def matmul_integer(inputs, attrs, node):
     a, b = inputs[0], inputs[1]
     az = inputs[2] if len(inputs) > 2 else None
     bz = inputs[3] if len(inputs) > 3 else None
-    y = np.matmul(_zero_shift(a, _row_zp(az, a)), _zero_shift(b, bz))
-    return np.asarray(y).astype(np.int32)
+    return _int_matmul(a, az, b, bz).astype(np.int32)
 
 
 @kernel("QLinearMatMul")
 def qlinear_matmul(inputs, attrs, node):
     a, as_, az, b, bs, bz, ys, yz = inputs[:8]
-    acc = np.matmul(_zero_shift(a, _row_zp(az, a)), _zero_shift(b, bz))
-    as_ = np.asarray(as_)
-    if as_.ndim == 1 and as_.size > 1:
-        as_ = as_.reshape(-1, 1)
-    factor = as_ * np.asarray(bs) / np.asarray(ys)
-    return requantize(np.asarray(acc), factor, yz, yz.dtype if yz is not None else a.dtype)
+    acc = _int_matmul(a, az, b, bz)
+    factor = _along(as_, max(0, a.ndim - 2), a.ndim) * np.asarray(bs) / np.asarray(ys)
+    return requantize(acc, factor, yz, yz.dtype if yz is not None else a.dtype)

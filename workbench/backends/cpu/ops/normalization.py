@@ -25,10 +25,14 @@ def _channel(v, ndim, dtype):
     return np.asarray(v).astype(dtype).reshape((1, -1) + (1,) * (ndim - 2))
 
 
+def _mean(x, axes):
+    count = int(np.prod([x.shape[a] for a in np.atleast_1d(axes)]))
+    return np.sum(x, axis=axes, keepdims=True) / max(count, 1)  # no "empty slice" warnings
+
+
 def _moments(x, axes):
-    mean = np.mean(x, axis=axes, keepdims=True)
-    var = np.mean(np.square(x - mean), axis=axes, keepdims=True)
-    return mean, var
+    mean = _mean(x, axes)
+    return mean, _mean(np.square(x - mean), axes)
 
 
 @kernel("BatchNormalization")
@@ -49,7 +53,9 @@ def batch_normalization(inputs, attrs, node):
             mean, var = bm, bv
         a = scale.astype(acc) / np.sqrt(var.astype(acc) + acc(eps))
         b = bias.astype(acc) - mean.astype(acc) * a
-        y = (xf * _channel(a, x.ndim, acc) + _channel(b, x.ndim, acc)).astype(x.dtype)
+        y = xf * _channel(a, x.ndim, acc)
+        y += _channel(b, x.ndim, acc)
+        y = y.astype(x.dtype, copy=False)
         if not training:
             return y
         outs = [y, run_mean.astype(x.dtype), run_var.astype(x.dtype)]
@@ -118,7 +124,7 @@ def rms_normalization(inputs, attrs, node):
     axes, _ = _norm_axes(x, attrs)
     with np.errstate(all="ignore"):
         xf = x.astype(acc, copy=False)
-        ms = np.mean(np.square(xf), axis=axes, keepdims=True)
+        ms = _mean(np.square(xf), axes)
         y = xf / np.sqrt(ms + acc.type(attrs.get("epsilon", 1e-5))) * scale.astype(acc)
         return y.astype(x.dtype)
 

@@ -20,7 +20,7 @@ def _geometry(x, attrs):
 
 
 def _lowest(dt):
-    return -np.inf if np.dtype(dt).kind == "f" else np.iinfo(dt).min
+    return np.iinfo(dt).min if np.dtype(dt).kind in "iu" else -np.inf
 
 
 def _window_sum(xp, geo, acc, shape):
@@ -35,7 +35,8 @@ def _divisor(x_spatial, geo, include_pad: bool) -> np.ndarray:
     m = np.zeros(x_spatial, np.float64)
     mp = pad_spatial(m, geo, 0.0)
     lo = [0 if include_pad else max(0, b) for b in geo.pads_begin]
-    hi = [max(0, b + i + (a if include_pad else 0)) for b, i, a in zip(geo.pads_begin, x_spatial, geo.pads_end)]
+    hi = [max(0, b + i + (a if include_pad else 0))
+          for b, i, a in zip(geo.pads_begin, x_spatial, geo.pads_end)]
     mp[tuple(slice(a, b) for a, b in zip(lo, hi))] = 1.0
     return _window_sum(mp, geo, np.float64, geo.out)
 
@@ -47,13 +48,15 @@ def max_pool(inputs, attrs, node):
     shape = x.shape[:2] + geo.out
     with np.errstate(all="ignore"):
         xp = pad_spatial(x, geo, _lowest(x.dtype))
-        y = np.full(shape, _lowest(x.dtype), x.dtype)
+        y = np.empty(shape, x.dtype)
         want_idx = node.num_outputs > 1
         best = np.zeros(shape, np.int64) if want_idx else None
         offsets = []
         for t, (offs, view) in enumerate(window_taps(xp, geo)):
             offsets.append(offs)
-            if want_idx:
+            if t == 0:
+                np.copyto(y, view)
+            elif want_idx:
                 better = view > y  # strict: the first maximal tap wins
                 np.copyto(y, view, where=better)
                 np.copyto(best, t, where=better)
@@ -68,7 +71,8 @@ def max_pool(inputs, attrs, node):
     else:
         strides = np.cumprod((1,) + spatial[::-1][:-1])[::-1]
     offsets = np.asarray(offsets, np.int64).reshape(-1, nd)
-    idx = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[:2] + (1,) * nd) * int(np.prod(spatial))
+    idx = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[:2] + (1,) * nd)
+    idx = idx * int(np.prod(spatial))
     for i in range(nd):
         grid = (np.arange(geo.out[i]) * geo.strides[i]).reshape((-1,) + (1,) * (nd - 1 - i))
         pos = grid + offsets[best, i] * geo.dilations[i] - geo.pads_begin[i]
@@ -108,7 +112,8 @@ def _spatial_axes(x):
 def global_average_pool(inputs, attrs, node):
     x = inputs[0]
     with np.errstate(all="ignore"):
-        return np.mean(x, axis=_spatial_axes(x), keepdims=True, dtype=acc_dtype(x.dtype)).astype(x.dtype)
+        s = np.sum(x, axis=_spatial_axes(x), keepdims=True, dtype=acc_dtype(x.dtype))
+        return (s / max(1, int(np.prod(x.shape[2:])))).astype(x.dtype)
 
 
 @kernel("GlobalMaxPool")
@@ -152,8 +157,9 @@ def max_unpool(inputs, attrs, node):
     strides = attrs.get("strides") or [1] * nd
     pads = attrs.get("pads") or [0] * (2 * nd)
     # indices address the inferred (un-padded pool input) shape; output_shape only pads it
+    kernel_ = attrs["kernel_shape"]
     inferred = x.shape[:2] + tuple((i - 1) * s + k - pads[d] - pads[nd + d]
-                                   for d, (i, s, k) in enumerate(zip(x.shape[2:], strides, attrs["kernel_shape"])))
+                                   for d, (i, s, k) in enumerate(zip(x.shape[2:], strides, kernel_)))
     y = np.zeros(int(np.prod(inferred)), x.dtype)
     y[idx.reshape(-1)] = x.reshape(-1)
     y = y.reshape(inferred)
