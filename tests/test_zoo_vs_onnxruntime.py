@@ -78,3 +78,25 @@ def test_mlp_matches_onnxruntime():
     model = zoo.mlp(seed=0)
     x = np.random.default_rng(5).standard_normal((7, 64)).astype(np.float32)
     _compare(model, {model.graph.input[0].name: x}, wb.BuilderConfig(profile=(1, 7, 16)))
+
+
+def test_explicit_qdq_conv_matches_onnxruntime():
+    """QuantizeLinear/DequantizeLinear around a Conv, as quantization-aware training exports it."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    w_scale = (np.abs(w).reshape(8, -1).max(axis=1) / 127).astype(np.float32)
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(w_scale, "w_scale"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "w_zero"),
+             numpy_helper.from_array(np.array(0.02, np.float32), "x_scale"),
+             numpy_helper.from_array(np.array(3, np.uint8), "x_zero")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"], name="dq_x"),
+             helper.make_node("QuantizeLinear", ["w", "w_scale", "w_zero"], ["wq"], name="q_w", axis=0),
+             helper.make_node("DequantizeLinear", ["wq", "w_scale", "w_zero"], ["wd"], name="dq_w", axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], name="conv", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 10, 10])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 10, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(model)
+    _compare(model, {"x": rng.uniform(-0.5, 4, (2, 4, 10, 10)).astype(np.float32)})
