@@ -10,7 +10,8 @@ __version__ = "0.1.0"
 from workbench import errors  # noqa: E402
 from workbench.builder import BuilderConfig, Profile  # noqa: E402
 from workbench.ir import Graph, load  # noqa: E402
+from workbench.passes import FusionReport, optimize  # noqa: E402
 from workbench.runtime import Engine, ExecutionContext, build  # noqa: E402
 
-__all__ = ["load", "build", "BuilderConfig", "Profile", "Engine", "ExecutionContext", "Graph", "errors",
+__all__ = ["load", "optimize", "FusionReport", "build", "BuilderConfig", "Profile", "Engine", "ExecutionContext", "Graph", "errors",
            "__version__"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = [
     "WorkbenchError", "ModelLoadError", "ExternalDataError", "UnsupportedOpsetError",
     "UnsupportedOpError", "ShapeInferenceError", "BuildError", "InputError",
-    "PlanFormatError", "ExecutionError",
+    "PlanFormatError", "ExecutionError", "UnknownPassError",
 ]
 
 
@@ -55,3 +55,7 @@ class PlanFormatError(WorkbenchError):
 
 class ExecutionError(WorkbenchError):
     """A layer failed while running; the message names the layer and its source nodes."""
+
+
+class UnknownPassError(WorkbenchError, ValueError):
+    """`optimize` was given a pass name (or level) that does not exist; the message lists the valid ones."""

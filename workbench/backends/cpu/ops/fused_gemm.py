@@ -1,0 +1,1 @@
+"""(kernels of the fused ops this family of passes creates)"""

@@ -1,0 +1,1 @@
+"""(registered by the pass that creates these ops)"""
