@@ -17,7 +17,7 @@ from workbench.backends.base import Layer
 from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.network import IOSpec, Network
 from workbench.errors import BuildError, ShapeInferenceError, UnsupportedOpError
-from workbench.ir import Graph, TensorSpec, load, node_attributes
+from workbench.ir import WORKBENCH_DOMAIN, Graph, TensorSpec, load, node_attributes, source_nodes_of
 
 __all__ = ["build_network"]
 log = logging.getLogger(__name__)
@@ -109,13 +109,14 @@ def _lower(graph: Graph, precision: str) -> tuple[list[Layer], dict[str, np.ndar
             continue
         name = _unique(node.name or f"{node.op_type}_{index}", names)
         attrs = node_attributes(node)
-        sources = attrs.pop("source_nodes", None) if node.domain == "workbench" else None
+        if node.domain == WORKBENCH_DOMAIN:
+            attrs.pop("source_nodes", None)
         layers.append(Layer(
             name=name, op=node.op_type, domain=node.domain,
             inputs=[v.name if v is not None else "" for v in node.inputs],
             outputs=[v.name if v is not None else "" for v in node.outputs],
             attrs=attrs, opset=graph.opset(node.domain) or 1, precision=precision,
-            source_nodes=list(sources) if sources else [node.name or name],
+            source_nodes=source_nodes_of(node),
             output_shapes=[_static_shape(v) for v in node.outputs]))
     return layers, weights
 

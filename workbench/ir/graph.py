@@ -17,9 +17,10 @@ import onnx_ir as ir
 
 from workbench.ir.dtypes import np_dtype
 
-__all__ = ["Graph", "TensorSpec", "node_attributes", "WORKBENCH_DOMAIN"]
+__all__ = ["Graph", "TensorSpec", "node_attributes", "source_nodes_of", "WORKBENCH_DOMAIN", "SOURCE_NODES_KEY"]
 
 WORKBENCH_DOMAIN = "workbench"   # fused ops live here, so optimized graphs stay valid ONNX
+SOURCE_NODES_KEY = "workbench.source_nodes"   # metadata key on standard-domain nodes a pass rewrote
 
 Dim = int | str | None           # int: fixed; str: symbolic name; None: unknown
 
@@ -109,6 +110,19 @@ class Graph:
 
 def _qualified_op(node: ir.Node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+
+
+def source_nodes_of(node: ir.Node) -> list[str]:
+    """Names of the original ONNX nodes behind `node`: the `source_nodes` attribute of a fused
+    workbench op, the comma-separated metadata entry of a standard op a pass rebuilt (a folded
+    Conv+BatchNorm), or the node's own name."""
+    attribute = node.attributes.get("source_nodes")
+    if attribute is not None and node.domain == WORKBENCH_DOMAIN:
+        return list(attribute.value)
+    recorded = node.metadata_props.get(SOURCE_NODES_KEY)
+    if recorded:
+        return recorded.split(",")
+    return [node.name or node.op_type]
 
 
 def node_attributes(node: ir.Node) -> dict[str, Any]:

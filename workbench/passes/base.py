@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Iterable, Sequence
 import onnx_ir as ir
 from onnx_ir.convenience import convert_attributes, replace_nodes_and_values
 
+from workbench.ir import SOURCE_NODES_KEY, source_nodes_of
 from workbench.ir.fused import OPSET_VERSION, WORKBENCH_DOMAIN
 
 __all__ = ["GraphPass", "FusionPass", "Match", "Rewrite", "Miss", "sources_of", "fused_node",
@@ -132,10 +133,7 @@ def _op(node: ir.Node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
 
 
-def sources_of(node: ir.Node) -> list[str]:
-    """Original ONNX node names behind `node` (itself, unless it is already a fused node)."""
-    attribute = node.attributes.get("source_nodes")
-    return list(attribute.value) if attribute is not None else [node.name or node.op_type]
+sources_of = source_nodes_of   # the short name reads well inside passes
 
 
 def fused_node(op_type: str, inputs: Iterable[ir.Value | None], attributes: dict[str, Any],
@@ -143,12 +141,16 @@ def fused_node(op_type: str, inputs: Iterable[ir.Value | None], attributes: dict
                domain: str = WORKBENCH_DOMAIN, name: str | None = None) -> ir.Node:
     """A new node that replaces `replaced`; workbench-domain nodes record their `source_nodes`."""
     attributes = {k: v for k, v in attributes.items() if v is not None}
+    sources = list(dict.fromkeys(s for n in replaced for s in sources_of(n)))
+    metadata = {}
     if domain == WORKBENCH_DOMAIN:
-        attributes["source_nodes"] = list(dict.fromkeys(s for n in replaced for s in sources_of(n)))
+        attributes["source_nodes"] = sources
         graph.opset_imports.setdefault(WORKBENCH_DOMAIN, OPSET_VERSION)
+    else:                      # standard ops take no extra attributes: keep the trace in metadata
+        metadata[SOURCE_NODES_KEY] = ",".join(sources)
     base = name or _joined_name([n.name or n.op_type for n in replaced])
     return ir.Node(domain, op_type, list(inputs), convert_attributes(attributes), num_outputs=num_outputs,
-                   name=_unique_name(graph, base))
+                   name=_unique_name(graph, base), metadata_props=metadata)
 
 
 def _joined_name(names: list[str]) -> str:
