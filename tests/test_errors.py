@@ -128,3 +128,14 @@ def test_nan_and_inf_propagate(context, tiny_model):
     want = ort_run(tiny_model, {"input": x})["logits"]
     np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
     assert np.isnan(out[0]).all() and not np.isfinite(out[1]).all()
+
+
+def test_shape_inference_failure_names_the_node():
+    from workbench.errors import ShapeInferenceError
+    graph = helper.make_graph([helper.make_node("Add", ["x", "z"], ["y"], name="add_mismatch")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, [1, 4, 7, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(ShapeInferenceError, match="node name: add_mismatch"):
+        wb.load(model)
