@@ -46,3 +46,15 @@ def test_notebooks_are_committed_without_outputs():
         notebook = nbformat.read(path, as_version=4)
         for cell in notebook.cells:
             assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
+
+
+@pytest.mark.slow
+def test_explore_fusions_notebook_reproduces_the_figure():
+    notebook = execute("02_explore_fusions.ipynb")
+    text, images = outputs_of(notebook)
+    svgs = sum("image/svg+xml" in o.get("data", {}) for c in notebook.cells for o in c.get("outputs", []))
+    assert svgs >= 5                                     # original + three steps + focus view
+    errors = [float(e) for e in re.findall(r"relative L2 error ([\d.e+-]+)", text)]
+    assert errors and max(errors) <= 1e-5
+    assert "fuse_conv_act" in text and "merge_parallel_convs" in text
+    assert images >= 1                                   # the op-count plot
