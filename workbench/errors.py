@@ -5,7 +5,7 @@ from __future__ import annotations
 __all__ = [
     "WorkbenchError", "ModelLoadError", "ExternalDataError", "UnsupportedOpsetError",
     "UnsupportedOpError", "ShapeInferenceError", "BuildError", "InputError",
-    "PlanFormatError", "ExecutionError", "UnknownPassError",
+    "PlanFormatError", "ExecutionError", "UnknownPassError", "ViewError",
 ]
 
 
@@ -59,3 +59,7 @@ class ExecutionError(WorkbenchError):
 
 class UnknownPassError(WorkbenchError, ValueError):
     """`optimize` was given a pass name (or level) that does not exist; the message lists the valid ones."""
+
+
+class ViewError(WorkbenchError):
+    """A graph view cannot be made: viewer missing, port taken, bad focus or layout engine."""
