@@ -1,12 +1,71 @@
-"""(stub: to be written)"""
-from workbench.passes.base import GraphPass
+"""Remove nodes whose results nobody reads, and initializers no node reads.
 
-__all__ = ["EliminateDeadNodesPass"]
+A node is live when one of its outputs is a graph output or is read by a live node; walking the
+(topologically sorted) graph backwards decides that in one sweep, so whole dead chains go at
+once. A value read from inside a subgraph (If/Loop bodies) counts as read. Initializers that no
+node reads and that are not graph outputs are dropped; models before IR version 4 also list
+every initializer as a graph input, and that entry goes with it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import onnx_ir as ir
+
+from workbench.passes.base import GraphPass, Rewrite
+
+__all__ = ["EliminateDeadNodesPass", "drop_unread_initializers"]
+log = logging.getLogger(__name__)
 
 
 class EliminateDeadNodesPass(GraphPass):
     name = "eliminate_dead_nodes"
     level = 1
 
-    def apply(self, graph):
-        return 0
+    def apply(self, graph: ir.Graph) -> int:
+        live: set[int] = set()
+        dead: list[ir.Node] = []
+        for node in reversed(list(graph)):
+            if any(_read(value, graph, live) for value in node.outputs):
+                live.add(id(node))
+            else:
+                dead.append(node)
+        dead.reverse()
+        if dead:
+            graph.remove(dead, safe=True)
+        for node in dead:
+            self.record([], [node], "no output is read")
+        dropped = drop_unread_initializers(graph, list(graph.initializers.values()), self.model.ir_version)
+        if dropped:
+            self.rewrites.append(Rewrite(self.name, [], [], dropped, ["initializer"] * len(dropped),
+                                         f"{len(dropped)} unread initializers dropped"))
+        return len(dead) + bool(dropped)
+
+
+def _read(value: ir.Value | None, graph: ir.Graph, live: set[int]) -> bool:
+    if value is None:
+        return False
+    if value.is_graph_output():
+        return True
+    return any(use.node.graph is not graph or id(use.node) in live for use in value.uses())
+
+
+def drop_unread_initializers(graph: ir.Graph, values: Iterable[ir.Value | None], ir_version: int) -> list[str]:
+    """Drop those of `values` that are initializers nobody reads; returns their names.
+
+    Before IR version 4 every initializer is also a graph input; that entry is removed too.
+    """
+    dropped = []
+    for value in values:
+        if value is None or not value.is_initializer() or value.uses() or value.is_graph_output():
+            continue
+        if graph.initializers.get(value.name) is not value:
+            continue
+        if value.is_graph_input():
+            if ir_version >= 4:
+                continue                 # an overridable input: part of the model's interface
+            graph.inputs.remove(value)
+        graph.initializers.pop(value.name)
+        dropped.append(value.name)
+    return dropped
