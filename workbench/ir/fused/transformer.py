@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import shape_inference
 
-from workbench.ir.fused.registry import AttrType, Optional, infer_like, register, same_as_input
+from workbench.ir.fused.registry import AttrType, Optional, register, same_as_input
 
 __all__ = ["infer_attention"]
 
@@ -38,7 +38,7 @@ register(
     inputs=[("X", None), ("Scale", Optional), ("B", Optional)],
     outputs=[("Y", None)],
     attributes={"axis": AttrType.INT, "epsilon": AttrType.FLOAT},
-    infer=lambda ctx: infer_like(ctx, "LayerNormalization", [0, 1, 2], ("axis", "epsilon")))
+    infer=same_as_input(0))                     # as LayerNormalization's Y, which needs Scale present
 
 register(
     "Gelu", __doc__,
