@@ -9,7 +9,7 @@ import pytest
 
 import workbench as wb
 from workbench.evaluate import zoo
-from workbench.passes.base import sources_of
+from workbench.ir import source_nodes_of as sources_of
 from workbench.viz import SvgView, ViewError, render_svg
 from workbench.viz.layout import layered_layout
 

@@ -6,23 +6,23 @@ A pass subclasses `GraphPass` (an onnx_ir `InPlacePass`) and implements `apply(g
 `pattern(node)` returns a `Match` anchored at `node` or None; `check(match)` returns None or the
 reason it must not fuse (shown in the report as "not fused because ..."); `rewrite(match)` returns
 the new nodes and the values that replace `match.outputs`. The base refuses partial matches (an
-intermediate value read outside the match) so a graph is never half-rewritten.
+intermediate value read outside the match) so a graph is never half-rewritten, and after each
+rewrite drops the initializers the removed nodes read that nothing reads any more (the Clip
+bounds of a fused Relu6, the BatchNorm statistics of a folded BN), so a pass leaves no orphans.
+Graph-editing helpers for passes live in `workbench.passes.edit`.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, ClassVar, Sequence
 
 import onnx_ir as ir
-from onnx_ir.convenience import convert_attributes, replace_nodes_and_values
+from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.ir import SOURCE_NODES_KEY, source_nodes_of
-from workbench.ir.fused import OPSET_VERSION, WORKBENCH_DOMAIN
+from workbench.passes.edit import STANDARD_DOMAINS, drop_unread_initializers, sources_of
 
-__all__ = ["GraphPass", "FusionPass", "Match", "Rewrite", "Miss", "sources_of", "fused_node",
-           "only_consumer", "const_array", "attr"]
+__all__ = ["GraphPass", "FusionPass", "Match", "Rewrite", "Miss"]
 log = logging.getLogger(__name__)
 
 
@@ -101,8 +101,10 @@ class FusionPass(GraphPass):
                 self.why_not(node, reason)
                 continue
             new_nodes, new_values = self.rewrite(match)
+            read = [v for n in match.nodes for v in n.inputs]
             last = max(match.nodes, key=_position(graph))
             replace_nodes_and_values(graph, last, match.nodes, new_nodes, match.outputs, new_values)
+            drop_unread_initializers(graph, read, self.model.ir_version)     # constants the rewrite absorbed
             self.record(new_nodes, match.nodes)
             count += 1
         return count
@@ -130,67 +132,4 @@ def _position(graph: ir.Graph):
 
 
 def _op(node: ir.Node) -> str:
-    return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-
-
-sources_of = source_nodes_of   # the short name reads well inside passes
-
-
-def fused_node(op_type: str, inputs: Iterable[ir.Value | None], attributes: dict[str, Any],
-               replaced: Sequence[ir.Node], graph: ir.Graph, *, num_outputs: int = 1,
-               domain: str = WORKBENCH_DOMAIN, name: str | None = None) -> ir.Node:
-    """A new node that replaces `replaced`; workbench-domain nodes record their `source_nodes`."""
-    attributes = {k: v for k, v in attributes.items() if v is not None}
-    sources = list(dict.fromkeys(s for n in replaced for s in sources_of(n)))
-    metadata = {}
-    if domain == WORKBENCH_DOMAIN:
-        attributes["source_nodes"] = sources
-        graph.opset_imports.setdefault(WORKBENCH_DOMAIN, OPSET_VERSION)
-    else:                      # standard ops take no extra attributes: keep the trace in metadata
-        metadata[SOURCE_NODES_KEY] = ",".join(sources)
-    base = name or _joined_name([n.name or n.op_type for n in replaced])
-    return ir.Node(domain, op_type, list(inputs), convert_attributes(attributes), num_outputs=num_outputs,
-                   name=_unique_name(graph, base), metadata_props=metadata)
-
-
-def _joined_name(names: list[str]) -> str:
-    """"inception_3a/1x1" + "inception_3a/relu_1x1" -> "inception_3a/1x1+relu_1x1"."""
-    if len(names) == 1:
-        return names[0]
-    cut = max(names[0].rfind(sep, 0, len(os.path.commonprefix(names)) + 1) for sep in "/.") + 1
-    tail = [n[cut:] for n in names[1:]]
-    return "+".join([names[0]] + (tail if len(names) <= 4 else tail[:2] + [f"{len(names) - 3} more"]))
-
-
-def _unique_name(graph: ir.Graph, base: str) -> str:
-    taken = {n.name for n in graph}
-    candidate, k = base, 1
-    while candidate in taken:
-        k += 1
-        candidate = f"{base}_{k}"
-    return candidate
-
-
-def only_consumer(value: ir.Value) -> ir.Node | None:
-    """The single node reading `value`, or None (several readers, none, or a graph output)."""
-    users = {id(u.node): u.node for u in value.uses()}
-    if len(users) != 1 or value.is_graph_output():
-        return None
-    return next(iter(users.values()))
-
-
-def const_array(value: ir.Value | None):
-    """The numpy value of a constant (initializer or Constant output), else None."""
-    if value is None:
-        return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].value.numpy()
-    return None
-
-
-def attr(node: ir.Node, name: str, default: Any = None) -> Any:
-    attribute = node.attributes.get(name)
-    return default if attribute is None else attribute.value
+    return node.op_type if node.domain in STANDARD_DOMAINS else f"{node.domain}::{node.op_type}"

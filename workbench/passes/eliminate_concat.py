@@ -23,7 +23,8 @@ import logging
 import onnx_ir as ir
 from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.passes.base import GraphPass, attr, const_array, fused_node
+from workbench.passes.base import GraphPass
+from workbench.passes.edit import STANDARD_DOMAINS, attr, const_array, fused_node
 
 __all__ = ["EliminateConcatPass", "WRITE_INTO", "SLICE", "COPY_INPUTS"]
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class EliminateConcatPass(GraphPass):
     def apply(self, graph: ir.Graph) -> int:
         count = 0
         for node in list(graph):
-            if node.op_type == "Concat" and node.domain in ("", "ai.onnx"):
+            if node.op_type == "Concat" and node.domain in STANDARD_DOMAINS:
                 count += self.eliminate(graph, node)
         return count
 

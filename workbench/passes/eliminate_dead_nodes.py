@@ -9,13 +9,12 @@ every initializer as a graph input, and that entry goes with it.
 from __future__ import annotations
 
 import logging
-from typing import Iterable
-
 import onnx_ir as ir
 
 from workbench.passes.base import GraphPass, Rewrite
+from workbench.passes.edit import drop_unread_initializers
 
-__all__ = ["EliminateDeadNodesPass", "drop_unread_initializers"]
+__all__ = ["EliminateDeadNodesPass"]
 log = logging.getLogger(__name__)
 
 
@@ -49,23 +48,3 @@ def _read(value: ir.Value | None, graph: ir.Graph, live: set[int]) -> bool:
     if value.is_graph_output():
         return True
     return any(use.node.graph is not graph or id(use.node) in live for use in value.uses())
-
-
-def drop_unread_initializers(graph: ir.Graph, values: Iterable[ir.Value | None], ir_version: int) -> list[str]:
-    """Drop those of `values` that are initializers nobody reads; returns their names.
-
-    Before IR version 4 every initializer is also a graph input; that entry is removed too.
-    """
-    dropped = []
-    for value in values:
-        if value is None or not value.is_initializer() or value.uses() or value.is_graph_output():
-            continue
-        if graph.initializers.get(value.name) is not value:
-            continue
-        if value.is_graph_input():
-            if ir_version >= 4:
-                continue                 # an overridable input: part of the model's interface
-            graph.inputs.remove(value)
-        graph.initializers.pop(value.name)
-        dropped.append(value.name)
-    return dropped

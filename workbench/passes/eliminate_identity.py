@@ -17,12 +17,11 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from workbench.passes.base import GraphPass, attr, const_array
+from workbench.passes.base import GraphPass
+from workbench.passes.edit import STANDARD_DOMAINS, attr, bypass, const_array, resolve_reshape, static_shape
 
-__all__ = ["EliminateIdentityPass", "noop_reason", "bypass"]
+__all__ = ["EliminateIdentityPass", "noop_reason"]
 log = logging.getLogger(__name__)
-
-_STANDARD = ("", "ai.onnx")
 
 
 class EliminateIdentityPass(GraphPass):
@@ -32,7 +31,7 @@ class EliminateIdentityPass(GraphPass):
     def apply(self, graph: ir.Graph) -> int:
         count = 0
         for node in list(graph):
-            if node.graph is not graph or node.domain not in _STANDARD:
+            if node.graph is not graph or node.domain not in STANDARD_DOMAINS:
                 continue
             detail = noop_reason(node, self._opset(graph))
             if detail is None:
@@ -79,45 +78,6 @@ def noop_reason(node: ir.Node, opset: int = 17) -> str | None:
     if op == "Expand" and _broadcast(shape, target) == shape:
         return f"Expand to its input's shape {tuple(shape)}"
     return None
-
-
-def bypass(graph: ir.Graph, node: ir.Node, source: ir.Value | None = None) -> str | None:
-    """Remove `node`, its first output read from `source` (default: its first input) instead.
-
-    Returns None on success, else why not (the graph is then unchanged).
-    """
-    x, out = source or node.inputs[0], node.outputs[0]
-    if out.is_graph_output():
-        if x.is_graph_input() or x.is_graph_output() or x.is_initializer():
-            return f"{out.name!r} is a graph output and {x.name!r} is a graph input, output or initializer"
-        name = out.name
-        out.replace_all_uses_with(x, replace_graph_outputs=True)
-        graph.remove(node, safe=True)
-        x.name = name
-        return None
-    out.replace_all_uses_with(x)
-    graph.remove(node, safe=True)
-    return None
-
-
-def static_shape(value: ir.Value | None) -> list[int] | None:
-    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
-        return None
-    return [int(d) for d in value.shape]
-
-
-def resolve_reshape(shape: list[int], target: list[int], allowzero: bool = False) -> list[int] | None:
-    """The output shape of Reshape(x of `shape`, `target`), or None if `target` is invalid."""
-    dims = [shape[i] if d == 0 and not allowzero and i < len(shape) else d for i, d in enumerate(target)]
-    total = int(np.prod(shape))
-    if dims.count(-1) == 1:
-        known = int(np.prod([d for d in dims if d != -1]))
-        if known == 0 or total % known:
-            return None
-        dims[dims.index(-1)] = total // known
-    if any(d < 0 for d in dims) or int(np.prod(dims)) != total:
-        return None
-    return dims
 
 
 def _broadcast(shape: list[int], target: list[int]) -> list[int] | None:

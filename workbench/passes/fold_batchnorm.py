@@ -9,9 +9,9 @@
 The producer must read constant weights (and bias), have the BN as its only reader, and
 (for a `workbench::FusedConv`) carry neither a residual nor an activation. The math runs in
 float64 and is cast back to the weight dtype. W' and b' are new initializers: the old ones may
-be shared with other nodes, and are dropped only when nothing reads them any more.
+be shared with other nodes; the FusionPass base drops them once nothing reads them any more.
 A folded standard-domain node cannot carry a `source_nodes` attribute, so its original node
-names go into `node.metadata_props["workbench.source_nodes"]` (comma-joined).
+names go into `node.metadata_props["workbench.source_nodes"]` (comma-joined; see `fused_node`).
 """
 from __future__ import annotations
 
@@ -22,15 +22,11 @@ import numpy as np
 import onnx_ir as ir
 
 from workbench.ir import WORKBENCH_DOMAIN
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node, sources_of
-from workbench.passes.eliminate_dead_nodes import drop_unread_initializers
-from workbench.passes.fold_constants import add_initializer
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import STANDARD_DOMAINS, add_initializer, attr, const_array, fused_node
 
-__all__ = ["FoldBatchNormPass", "SOURCE_KEY", "standard_node"]
+__all__ = ["FoldBatchNormPass"]
 log = logging.getLogger(__name__)
-
-SOURCE_KEY = "workbench.source_nodes"
-_STANDARD = ("", "ai.onnx")
 
 
 class FoldBatchNormPass(FusionPass):
@@ -38,17 +34,11 @@ class FoldBatchNormPass(FusionPass):
     level = 1
     _detail = ""                       # of the rewrite being recorded
 
-    def apply(self, graph: ir.Graph) -> int:
-        self._stale: list[ir.Value] = []
-        count = super().apply(graph)
-        drop_unread_initializers(graph, self._stale, self.model.ir_version)
-        return count
-
     def record(self, new_nodes: Sequence[ir.Node], replaced: Sequence[ir.Node], detail: str = "") -> None:
         super().record(new_nodes, replaced, detail or self._detail)
 
     def pattern(self, node: ir.Node) -> Match | None:
-        if node.op_type != "BatchNormalization" or node.domain not in _STANDARD:
+        if node.op_type != "BatchNormalization" or node.domain not in STANDARD_DOMAINS:
             return None
         producer = node.inputs[0].producer() if node.inputs[0] is not None else None
         if producer is None or _kind(producer) is None:
@@ -101,34 +91,17 @@ class FoldBatchNormPass(FusionPass):
         else:
             w = w * scale.reshape((-1,) + (1,) * (w.ndim - 1))
         b = (b - mean) * scale + beta
-        self._stale += [weight_value, bias_value, *bn.inputs[1:5]]
         inputs = [producer.inputs[0], None, None]
-        if producer.domain == WORKBENCH_DOMAIN:
-            node = fused_node(producer.op_type, inputs, attributes, match.nodes, graph)
-        else:
-            node = standard_node(producer.op_type, inputs, attributes, match.nodes, graph)
+        domain = WORKBENCH_DOMAIN if producer.domain == WORKBENCH_DOMAIN else ""
+        node = fused_node(producer.op_type, inputs, attributes, match.nodes, graph, domain=domain)
         version = self.model.ir_version
         node.replace_input_with(1, add_initializer(graph, f"{node.name}.weight", w.astype(weight.dtype), version))
         node.replace_input_with(2, add_initializer(graph, f"{node.name}.bias", b.astype(weight.dtype), version))
         return [node], [node.outputs[0]]
 
 
-def standard_node(op_type: str, inputs: Sequence[ir.Value | None], attributes: dict[str, Any],
-                  replaced: Sequence[ir.Node], graph: ir.Graph) -> ir.Node:
-    """A standard-domain node replacing `replaced`, its original names in metadata_props[SOURCE_KEY]."""
-    node = fused_node(op_type, inputs, attributes, replaced, graph, domain="")
-    sources = [s for n in replaced for s in _sources(n)]
-    node.metadata_props[SOURCE_KEY] = ",".join(dict.fromkeys(sources))
-    return node
-
-
-def _sources(node: ir.Node) -> list[str]:
-    tagged = node.metadata_props.get(SOURCE_KEY)
-    return tagged.split(",") if tagged else sources_of(node)
-
-
 def _kind(node: ir.Node) -> str | None:
-    if node.domain in _STANDARD and node.op_type in ("Conv", "Gemm"):
+    if node.domain in STANDARD_DOMAINS and node.op_type in ("Conv", "Gemm"):
         return node.op_type
     if node.domain == WORKBENCH_DOMAIN and node.op_type == "FusedConv":
         return "FusedConv"

@@ -20,9 +20,10 @@ import onnx_ir as ir
 import workbench.backends.cpu  # noqa: F401  (registers the CPU kernels)
 from workbench.backends.cpu.registry import NodeInfo, lookup
 from workbench.ir import WORKBENCH_DOMAIN, node_attributes
-from workbench.passes.base import GraphPass, const_array
+from workbench.passes.base import GraphPass
+from workbench.passes.edit import STANDARD_DOMAINS, add_initializer, const_array, static_shape
 
-__all__ = ["FoldConstantsPass", "MAX_ELEMENTS", "add_initializer"]
+__all__ = ["FoldConstantsPass", "MAX_ELEMENTS"]
 log = logging.getLogger(__name__)
 
 MAX_ELEMENTS = 1 << 20
@@ -56,7 +57,7 @@ class FoldConstantsPass(GraphPass):
 
     def _evaluate(self, node: ir.Node, graph: ir.Graph) -> list[np.ndarray | None] | str | None:
         """The node's output arrays; None when it is not a candidate; a string: why it is not folded."""
-        static = node.op_type in ("Shape", "Size") and _static_dims(node.inputs[0]) is not None
+        static = node.op_type in ("Shape", "Size") and static_shape(node.inputs[0]) is not None
         inputs = [None if v is None else const_array(v) for v in node.inputs]
         constant = all(a is not None for v, a in zip(node.inputs, inputs) if v is not None)
         if not (static or (constant and (any(v is not None for v in node.inputs) or node.op_type == "Constant"))):
@@ -65,18 +66,18 @@ class FoldConstantsPass(GraphPass):
             return "workbench-domain node (fused ops are left to the builder)"
         if node.op_type in _RANDOM or (node.op_type == "Dropout" and _training(inputs)):
             return f"{node.op_type} is random"
-        if node.domain in ("", "ai.onnx") and node.op_type in _KEEP:
+        if node.domain in STANDARD_DOMAINS and node.op_type in _KEEP:
             return _KEEP[node.op_type]
         fn = lookup(node.domain, node.op_type)
         if fn is None:
             return f"no CPU kernel for {node.domain or 'ai.onnx'}::{node.op_type}"
         big = node.op_type != "Constant"     # a Constant becomes an initializer of the same size
         for value in node.outputs:
-            dims = _static_dims(value)
+            dims = static_shape(value)
             if big and dims is not None and int(np.prod(dims)) > MAX_ELEMENTS:
                 return f"output {value.name!r} has {int(np.prod(dims))} elements (> {MAX_ELEMENTS})"
         if static:
-            inputs[0] = np.broadcast_to(np.zeros((), np.float32), _static_dims(node.inputs[0]))
+            inputs[0] = np.broadcast_to(np.zeros((), np.float32), static_shape(node.inputs[0]))
         opset = graph.opset_imports.get(node.domain or "", graph.opset_imports.get("ai.onnx", 1))
         try:
             result = fn(inputs, node_attributes(node), NodeInfo(opset, len(node.outputs), node.name or ""))
@@ -108,33 +109,6 @@ class FoldConstantsPass(GraphPass):
         for stand_in, name, array in pairs:
             add_initializer(graph, name, array, self.model.ir_version, value=stand_in)
         return ", ".join(f"{name}: {array.dtype.name}{list(array.shape)}" for _, name, array in pairs)
-
-
-def add_initializer(graph: ir.Graph, name: str, array: np.ndarray, ir_version: int,
-                    value: ir.Value | None = None) -> ir.Value:
-    """Register `array` as an initializer named `name` (made unique); `value` is filled in if given.
-
-    Before IR version 4 every initializer must also be a graph input, so it is listed as one.
-    """
-    taken = set(graph.initializers) | {v.name for v in graph.inputs}
-    unique, k = name, 1
-    while unique in taken:
-        k += 1
-        unique = f"{name}_{k}"
-    value = value or ir.Value()
-    value.name = unique
-    value.const_value = ir.tensor(array, name=unique)
-    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-    graph.register_initializer(value)
-    if ir_version < 4:
-        graph.inputs.append(value)
-    return value
-
-
-def _static_dims(value: ir.Value | None) -> list[int] | None:
-    if value is None or value.shape is None or not all(isinstance(d, int) for d in value.shape):
-        return None
-    return [int(d) for d in value.shape]
 
 
 def _training(inputs: list[np.ndarray | None]) -> bool:

@@ -17,8 +17,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node, only_consumer
-from workbench.passes.eliminate_dead_nodes import drop_unread_initializers
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import attr, fused_node, is_op, only_consumer, producer_op, split_constant
 
 __all__ = ["FuseAttentionPass"]
 log = logging.getLogger(__name__)
@@ -28,21 +28,15 @@ class FuseAttentionPass(FusionPass):
     name = "fuse_attention"
     level = 2
 
-    def apply(self, graph: ir.Graph) -> int:
-        read = [v for v in graph.initializers.values() if v.uses()]
-        count = super().apply(graph)
-        drop_unread_initializers(graph, read, self.model.ir_version)    # constants the fusion absorbed
-        return count
-
     def pattern(self, node: ir.Node) -> Match | None:
-        if not _is(node, "Softmax"):
+        if not is_op(node, "Softmax"):
             return None
         probs = node.outputs[0]
-        context = next((u.node for u in probs.uses() if _is(u.node, "MatMul") and u.node.inputs[0] is probs), None)
+        context = next((u.node for u in probs.uses() if is_op(u.node, "MatMul") and u.node.inputs[0] is probs), None)
         if context is None:
             return None
         mask, masked, chain = None, [], _scores(node.inputs[0])
-        add = _producer(node.inputs[0], "Add")
+        add = producer_op(node.inputs[0], "Add")
         if chain is None and add is not None and len(add.inputs) == 2:
             for i in (0, 1):
                 chain = _scores(add.inputs[i])
@@ -54,12 +48,12 @@ class FuseAttentionPass(FusionPass):
         matmul, scaled, factors = chain
         q, kt = matmul.inputs
         front = []
-        prescale = _producer(q, "Mul", "Div")
-        found = _with_constant(prescale) if prescale is not None and only_consumer(q) is matmul else None
+        prescale = producer_op(q, "Mul", "Div")
+        found = split_constant(prescale) if prescale is not None and only_consumer(q) is matmul else None
         if found is not None and np.size(found[1]) == 1:    # a scalar on Q: part of the scale
             q, front, factors = found[0], [prescale], factors + [(prescale.op_type, found[1])]
         k, k_transposed = kt, 1
-        transpose = _producer(kt, "Transpose")
+        transpose = producer_op(kt, "Transpose")
         if transpose is not None and only_consumer(kt) is matmul and _swaps_last_two(transpose):
             k, k_transposed, front = transpose.inputs[0], 0, front + [transpose]
         nodes = front + [matmul] + scaled + masked + [node, context]
@@ -103,35 +97,14 @@ class FuseAttentionPass(FusionPass):
         return [node], [node.outputs[0]]
 
 
-def _is(node: ir.Node | None, *ops: str) -> bool:
-    return node is not None and node.op_type in ops and node.domain in ("", "ai.onnx")
-
-
-def _producer(value: ir.Value | None, *ops: str) -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    return node if _is(node, *ops) else None
-
-
-def _with_constant(node: ir.Node):
-    """(other input, constant) of Mul(x, c), Mul(c, x) or Div(x, c), else None."""
-    if len(node.inputs) != 2:
-        return None
-    a, b = node.inputs
-    if const_array(b) is not None and const_array(a) is None:
-        return a, const_array(b)
-    if node.op_type == "Mul" and const_array(a) is not None and const_array(b) is None:
-        return b, const_array(a)
-    return None
-
-
 def _scores(value: ir.Value):
     """(MatMul, scale nodes, [(op, constant)]) when `value` is MatMul(Q, K^T), optionally scaled."""
-    matmul = _producer(value, "MatMul")
+    matmul = producer_op(value, "MatMul")
     if matmul is not None:
         return matmul, [], []
-    scale = _producer(value, "Mul", "Div")
-    found = _with_constant(scale) if scale is not None else None
-    matmul = _producer(found[0], "MatMul") if found else None
+    scale = producer_op(value, "Mul", "Div")
+    found = split_constant(scale) if scale is not None else None
+    matmul = producer_op(found[0], "MatMul") if found else None
     if matmul is None:
         return None
     return matmul, [scale], [(scale.op_type, found[1])]

@@ -4,7 +4,7 @@
 
 `b` is a constant broadcastable to one value per output channel (folded into the bias); `Z` a
 tensor of the conv output's shape (a residual). Activations: Relu, Clip (constant min/max, i.e.
-Relu6), LeakyRelu, Sigmoid, HardSwish, and SiLU written as x * Sigmoid(x).
+Relu6), LeakyRelu, Sigmoid, HardSwish, and SiLU written as x * Sigmoid(x) (`epilogue.ACTIVATIONS`).
 A Conv with nothing to fuse after it is left alone.
 """
 from __future__ import annotations
@@ -15,36 +15,26 @@ import numpy as np
 import onnx_ir as ir
 
 from workbench.ir.fused.conv import CONV_ATTRS
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node, only_consumer
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import STANDARD_DOMAINS, add_initializer, attr, const_array, fused_node, only_consumer
+from workbench.passes.epilogue import epilogue_match
 
 __all__ = ["FuseConvActivationPass"]
 log = logging.getLogger(__name__)
-
-_SIMPLE = {"Relu", "Sigmoid", "HardSwish", "LeakyRelu", "Clip"}
 
 
 class FuseConvActivationPass(FusionPass):
     name = "fuse_conv_act"
 
     def pattern(self, node: ir.Node) -> Match | None:
-        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx"):
+        if node.op_type != "Conv" or node.domain not in STANDARD_DOMAINS:
             return None
-        nodes, value = [node], node.outputs[0]
-        captures = {"bias": [], "residual": None, "activation": "", "params": []}
+        nodes, value, captures = [node], node.outputs[0], {"bias": []}
         nxt = only_consumer(value)
         if nxt is not None and nxt.op_type == "Add" and (bias := _channel_constant(nxt, value)) is not None:
             captures["bias"].append(bias)
-            nodes, value, nxt = nodes + [nxt], nxt.outputs[0], only_consumer(nxt.outputs[0])
-        if nxt is not None and nxt.op_type == "Add" and (other := _residual(nxt, value)) is not None:
-            captures["residual"] = other
             nodes, value = nodes + [nxt], nxt.outputs[0]
-        act = _activation(value)
-        if act is not None:
-            act_nodes, captures["activation"], captures["params"] = act
-            nodes, value = nodes + act_nodes, act_nodes[-1].outputs[0]
-        if len(nodes) == 1:
-            return None
-        return Match(nodes, [value], captures)
+        return epilogue_match(nodes, value, captures)
 
     def check(self, match: Match) -> str | None:
         conv, residual = match.nodes[0], match.captures["residual"]
@@ -63,7 +53,8 @@ class FuseConvActivationPass(FusionPass):
             if bias is not None:
                 total = total + const_array(bias) if const_array(bias) is not None else None
             if total is not None:
-                bias = _initializer(graph, f"{conv.name}.fused_bias", np.asarray(total, np.float32))
+                bias = add_initializer(graph, f"{conv.name}.fused_bias", np.asarray(total, np.float32),
+                                       self.model.ir_version)
         inputs.append(bias)
         inputs.append(match.captures["residual"])
         while inputs and inputs[-1] is None:
@@ -88,60 +79,3 @@ def _channel_constant(add: ir.Node, value: ir.Value):
             and int(np.prod(array.shape)) == channels:
         return squeezed.reshape(-1)
     return None
-
-
-def _residual(add: ir.Node, value: ir.Value) -> ir.Value | None:
-    if len(add.inputs) != 2:
-        return None
-    other = add.inputs[1] if add.inputs[0] is value else add.inputs[0]
-    if other is value or const_array(other) is not None:
-        return None
-    return other
-
-
-def _activation(value: ir.Value):
-    """(nodes, name, params) of the activation applied to `value`, or None."""
-    nxt = only_consumer(value)
-    users = {id(u.node): u.node for u in value.uses()}
-    if nxt is None and len(users) == 2 and not value.is_graph_output():
-        sigmoid = next((n for n in users.values() if n.op_type == "Sigmoid"), None)
-        mul = next((n for n in users.values() if n.op_type == "Mul"), None)
-        if sigmoid and mul and only_consumer(sigmoid.outputs[0]) is mul:
-            return [sigmoid, mul], "SiLU", []
-        return None
-    if nxt is None or nxt.op_type not in _SIMPLE or nxt.domain not in ("", "ai.onnx"):
-        return None
-    if nxt.op_type == "LeakyRelu":
-        return [nxt], "LeakyRelu", [float(attr(nxt, "alpha", 0.01))]
-    if nxt.op_type == "Clip":
-        bounds = _clip_bounds(nxt)
-        return None if bounds is None else ([nxt], "Clip", bounds)
-    return [nxt], nxt.op_type, []
-
-
-def _clip_bounds(clip: ir.Node) -> list[float] | None:
-    if "min" in clip.attributes or "max" in clip.attributes:      # opset < 11
-        return [float(attr(clip, "min", -np.inf)), float(attr(clip, "max", np.inf))]
-    bounds = []
-    for index, default in ((1, -np.inf), (2, np.inf)):
-        value = clip.inputs[index] if len(clip.inputs) > index else None
-        if value is None:
-            bounds.append(default)
-            continue
-        array = const_array(value)
-        if array is None:
-            return None
-        bounds.append(float(array))
-    return bounds
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    taken = set(graph.initializers)
-    unique, k = name, 1
-    while unique in taken:
-        k += 1
-        unique = f"{name}_{k}"
-    value = ir.Value(name=unique, const_value=ir.tensor(array, name=unique))
-    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-    graph.register_initializer(value)
-    return value

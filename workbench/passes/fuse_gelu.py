@@ -16,8 +16,8 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from workbench.passes.base import FusionPass, Match, const_array, fused_node
-from workbench.passes.eliminate_dead_nodes import drop_unread_initializers
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import STANDARD_DOMAINS, const_array, fused_node, producer_op, reader_op, split_constant
 
 __all__ = ["FuseGeluPass"]
 log = logging.getLogger(__name__)
@@ -29,14 +29,8 @@ class FuseGeluPass(FusionPass):
     name = "fuse_gelu"
     level = 2
 
-    def apply(self, graph: ir.Graph) -> int:
-        read = [v for v in graph.initializers.values() if v.uses()]
-        count = super().apply(graph)
-        drop_unread_initializers(graph, read, self.model.ir_version)    # constants the fusion absorbed
-        return count
-
     def pattern(self, node: ir.Node) -> Match | None:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ("Erf", "Tanh"):
+        if node.domain not in STANDARD_DOMAINS or node.op_type not in ("Erf", "Tanh"):
             return None
         head = _erf_head(node) if node.op_type == "Erf" else _tanh_head(node)
         if head is None:
@@ -69,33 +63,10 @@ class FuseGeluPass(FusionPass):
         return [node], [node.outputs[0]]
 
 
-def _producer(value: ir.Value | None, *ops: str) -> ir.Node | None:
-    node = value.producer() if value is not None else None
-    return node if node is not None and node.op_type in ops and node.domain in ("", "ai.onnx") else None
-
-
-def _reader(value: ir.Value, op: str) -> ir.Node | None:
-    """The one `op` node reading `value` (other readers are left for the partial-match check)."""
-    readers = {id(u.node): u.node for u in value.uses() if u.node.op_type == op and u.node.domain in ("", "ai.onnx")}
-    return next(iter(readers.values())) if len(readers) == 1 else None
-
-
-def _with_constant(node: ir.Node | None):
-    """(other input, constant) of a binary node with exactly one constant input, else None."""
-    if node is None or len(node.inputs) != 2:
-        return None
-    a, b = node.inputs
-    if const_array(b) is not None and const_array(a) is None:
-        return a, const_array(b)
-    if const_array(a) is not None and const_array(b) is None and node.op_type != "Div":
-        return b, const_array(a)
-    return None
-
-
 def _erf_head(erf: ir.Node):
     """X / sqrt(2) or X * (1/sqrt(2)) feeding the Erf."""
-    scaled = _producer(erf.inputs[0], "Div", "Mul")
-    found = _with_constant(scaled)
+    scaled = producer_op(erf.inputs[0], "Div", "Mul")
+    found = split_constant(scaled)
     if found is None:
         return None
     x, c = found
@@ -106,13 +77,13 @@ def _erf_head(erf: ir.Node):
 
 def _tanh_head(tanh: ir.Node):
     """sqrt(2/pi) * (X + 0.044715 * X^3) feeding the Tanh."""
-    outer = _producer(tanh.inputs[0], "Mul")
-    found = _with_constant(outer)
-    inner = _producer(found[0], "Add") if found else None
+    outer = producer_op(tanh.inputs[0], "Mul")
+    found = split_constant(outer)
+    inner = producer_op(found[0], "Add") if found else None
     if inner is None or len(inner.inputs) != 2:
         return None
     for x, cubic in (inner.inputs, inner.inputs[::-1]):
-        scaled = _with_constant(_producer(cubic, "Mul"))
+        scaled = split_constant(producer_op(cubic, "Mul"))
         cube = _cube(scaled[0], x) if scaled else None
         if cube is not None:
             cube_nodes, exponent = cube
@@ -126,7 +97,7 @@ def _tanh_head(tanh: ir.Node):
 
 def _cube(value: ir.Value, x: ir.Value):
     """(nodes, exponent or None) when `value` is Pow(x, c), (x*x)*x or x*(x*x)."""
-    node = _producer(value, "Pow", "Mul")
+    node = producer_op(value, "Pow", "Mul")
     if node is None or len(node.inputs) != 2:
         return None
     if node.op_type == "Pow":
@@ -134,7 +105,7 @@ def _cube(value: ir.Value, x: ir.Value):
             const_array(node.inputs[1]) is not None else None
     a, b = node.inputs
     square = b if a is x else a if b is x else None
-    inner = _producer(square, "Mul")
+    inner = producer_op(square, "Mul")
     if inner is not None and inner.inputs[0] is x and inner.inputs[1] is x:
         return [inner, node], None
     return None
@@ -142,29 +113,29 @@ def _cube(value: ir.Value, x: ir.Value):
 
 def _tail(e: ir.Value, x: ir.Value):
     """(nodes, output, constants) of (1 + e) meeting X and 0.5, in the accepted orders."""
-    add = _reader(e, "Add")
-    found = _with_constant(add) if add is not None and e in add.inputs else None
+    add = reader_op(e, "Add")
+    found = split_constant(add) if add is not None and e in add.inputs else None
     if found is None or found[0] is not e:
         return None
     constants = [("added constant", found[1], 1.0)]
     one_plus = add.outputs[0]
-    first = _reader(one_plus, "Mul")
+    first = reader_op(one_plus, "Mul")
     if first is None or list(first.inputs).count(one_plus) != 1:
         return None
     other = first.inputs[1] if first.inputs[0] is one_plus else first.inputs[0]
     if other is x:                                    # (X * (1+e)) * 0.5
-        last = _reader(first.outputs[0], "Mul")
-        half = _with_constant(last)
+        last = reader_op(first.outputs[0], "Mul")
+        half = split_constant(last)
         if half is None or half[0] is not first.outputs[0]:
             return None
         return [add, first, last], last.outputs[0], constants + [("half factor", half[1], 0.5)]
     if const_array(other) is not None:                # X * ((1+e) * 0.5)
-        last = _reader(first.outputs[0], "Mul")
+        last = reader_op(first.outputs[0], "Mul")
         if last is None or x not in last.inputs or first.outputs[0] not in last.inputs:
             return None
         return [add, first, last], last.outputs[0], constants + [("half factor", const_array(other), 0.5)]
-    half_x = _producer(other, "Mul")                  # (X * 0.5) * (1+e)
-    half = _with_constant(half_x)
+    half_x = producer_op(other, "Mul")                # (X * 0.5) * (1+e)
+    half = split_constant(half_x)
     if half is None or half[0] is not x:
         return None
     return [half_x, add, first], first.outputs[0], constants + [("half factor", half[1], 0.5)]

@@ -6,9 +6,10 @@
 
 i.e. Y = act(alpha * op(A) @ op(B) + beta * C + Z). `b` is a constant bias per output column
 (shape [N], [1, N], ... or a scalar); `W` a constant 2-D weight (A may be N-D); `Z` a tensor of
-the output's shape (a residual; symbolic dims are taken as equal). Activations: Relu, Clip (constant bounds), LeakyRelu, Sigmoid,
-Tanh, HardSwish, SiLU written as x * Sigmoid(x), and Gelu (workbench::Gelu from fuse_gelu, or
-ONNX Gelu) with activation_params [1] for the tanh approximation, else [0].
+the output's shape (a residual; symbolic dims are taken as equal). Activations (see `epilogue`):
+Relu, Clip (constant bounds), LeakyRelu, Sigmoid, Tanh, HardSwish, SiLU written as x * Sigmoid(x),
+and Gelu (workbench::Gelu from fuse_gelu, or ONNX Gelu) with activation_params [1] for the tanh
+approximation, else [0].
 A bias Add after a Gemm that already has C is not folded (the sum would round differently), and
 a Gemm or MatMul with nothing to fuse after it is left alone.
 """
@@ -19,13 +20,12 @@ import logging
 import onnx_ir as ir
 
 from workbench.ir.fused.gemm import GEMM_ATTRS
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node, only_consumer
-from workbench.passes.fuse_conv_act import _activation as _conv_activation, _residual
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import STANDARD_DOMAINS, attr, const_array, fused_node, only_consumer
+from workbench.passes.epilogue import EXTRA_ACTIVATIONS, epilogue_match
 
 __all__ = ["FuseGemmEpiloguePass"]
 log = logging.getLogger(__name__)
-
-_STANDARD = ("", "ai.onnx")
 
 
 class FuseGemmEpiloguePass(FusionPass):
@@ -33,24 +33,14 @@ class FuseGemmEpiloguePass(FusionPass):
     level = 2
 
     def pattern(self, node: ir.Node) -> Match | None:
-        if node.op_type not in ("Gemm", "MatMul") or node.domain not in _STANDARD:
+        if node.op_type not in ("Gemm", "MatMul") or node.domain not in STANDARD_DOMAINS:
             return None
-        nodes, value = [node], node.outputs[0]
-        captures = {"bias": None, "residual": None, "activation": "", "params": []}
+        nodes, value, captures = [node], node.outputs[0], {"bias": None}
         nxt = only_consumer(value)
         if not _has_c(node) and _is_add(nxt) and (bias := _bias(nxt, value)) is not None:
             captures["bias"] = bias
-            nodes, value, nxt = nodes + [nxt], nxt.outputs[0], only_consumer(nxt.outputs[0])
-        if _is_add(nxt) and (other := _residual(nxt, value)) is not None:
-            captures["residual"] = other
             nodes, value = nodes + [nxt], nxt.outputs[0]
-        act = _activation(value)
-        if act is not None:
-            act_nodes, captures["activation"], captures["params"] = act
-            nodes, value = nodes + act_nodes, act_nodes[-1].outputs[0]
-        if len(nodes) == 1:
-            return None
-        return Match(nodes, [value], captures)
+        return epilogue_match(nodes, value, captures, extra_ops=EXTRA_ACTIVATIONS)
 
     def check(self, match: Match) -> str | None:
         product, residual = match.nodes[0], match.captures["residual"]
@@ -84,7 +74,7 @@ def _has_c(node: ir.Node) -> bool:
 
 
 def _is_add(node: ir.Node | None) -> bool:
-    return node is not None and node.op_type == "Add" and node.domain in _STANDARD and len(node.inputs) == 2
+    return node is not None and node.op_type == "Add" and node.domain in STANDARD_DOMAINS and len(node.inputs) == 2
 
 
 def _bias(add: ir.Node, value: ir.Value) -> ir.Value | None:
@@ -107,13 +97,3 @@ def _same_shape(a: ir.Shape | None, b: ir.Shape | None) -> bool:
     if a is None or b is None or len(a) != len(b):
         return False
     return all(x == y or (not isinstance(x, int) and not isinstance(y, int)) for x, y in zip(a, b))
-
-
-def _activation(value: ir.Value):
-    """(nodes, name, params) of the activation applied to `value`, or None."""
-    nxt = only_consumer(value)
-    if nxt is not None and nxt.op_type == "Tanh" and nxt.domain in _STANDARD:
-        return [nxt], "Tanh", []
-    if nxt is not None and nxt.op_type == "Gelu" and nxt.domain in _STANDARD + ("workbench",):
-        return [nxt], "Gelu", [float(attr(nxt, "approximate", "none") == "tanh")]
-    return _conv_activation(value)

@@ -18,8 +18,8 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node, only_consumer
-from workbench.passes.eliminate_dead_nodes import drop_unread_initializers
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import add_initializer, attr, const_array, fused_node, is_op, only_consumer, reader_op
 
 __all__ = ["FuseLayerNormPass"]
 log = logging.getLogger(__name__)
@@ -29,34 +29,28 @@ class FuseLayerNormPass(FusionPass):
     name = "fuse_layernorm"
     level = 2
 
-    def apply(self, graph: ir.Graph) -> int:
-        read = [v for v in graph.initializers.values() if v.uses()]
-        count = super().apply(graph)
-        drop_unread_initializers(graph, read, self.model.ir_version)    # constants the fusion absorbed
-        return count
-
     def pattern(self, node: ir.Node) -> Match | None:
-        if not _is(node, "ReduceMean"):
+        if not is_op(node, "ReduceMean"):
             return None
         x, mean = node.inputs[0], node.outputs[0]
-        sub = _reader(mean, "Sub")
+        sub = reader_op(mean, "Sub")
         if sub is None or sub.inputs[0] is not x or sub.inputs[1] is not mean:
             return None
         d = sub.outputs[0]
-        square = next((u.node for u in d.uses() if (_is(u.node, "Pow") and u.node.inputs[0] is d)
-                       or (_is(u.node, "Mul") and u.node.inputs[0] is d and u.node.inputs[1] is d)), None)
-        var = _reader(square.outputs[0], "ReduceMean") if square is not None else None
-        add = _reader(var.outputs[0], "Add") if var is not None else None
-        sqrt = _reader(add.outputs[0], "Sqrt") if add is not None else None
+        square = next((u.node for u in d.uses() if (is_op(u.node, "Pow") and u.node.inputs[0] is d)
+                       or (is_op(u.node, "Mul") and u.node.inputs[0] is d and u.node.inputs[1] is d)), None)
+        var = reader_op(square.outputs[0], "ReduceMean") if square is not None else None
+        add = reader_op(var.outputs[0], "Add") if var is not None else None
+        sqrt = reader_op(add.outputs[0], "Sqrt") if add is not None else None
         if sqrt is None:
             return None
         nodes = [node, sub, square, var, add, sqrt]
-        div = _reader(sqrt.outputs[0], "Div")
+        div = reader_op(sqrt.outputs[0], "Div")
         if div is not None and div.inputs[0] is d and div.inputs[1] is sqrt.outputs[0]:
             nodes.append(div)
         else:
-            inverse = _reader(sqrt.outputs[0], "Reciprocal")
-            div = _reader(inverse.outputs[0], "Mul") if inverse is not None else None
+            inverse = reader_op(sqrt.outputs[0], "Reciprocal")
+            div = reader_op(inverse.outputs[0], "Mul") if inverse is not None else None
             if div is None or set(map(id, div.inputs)) != {id(d), id(inverse.outputs[0])}:
                 return None
             nodes += [inverse, div]
@@ -66,7 +60,7 @@ class FuseLayerNormPass(FusionPass):
         y = div.outputs[0]
         for key, op in (("gamma", "Mul"), ("beta", "Add")):
             nxt = only_consumer(y)
-            if nxt is None or not _is(nxt, op) or len(nxt.inputs) != 2:
+            if nxt is None or not is_op(nxt, op) or len(nxt.inputs) != 2:
                 continue
             other = nxt.inputs[1] if nxt.inputs[0] is y else nxt.inputs[0]
             if const_array(other) is None:
@@ -112,23 +106,13 @@ class FuseLayerNormPass(FusionPass):
                 array = const_array(value)
                 shaped = _affine(array, normalized)
                 if shaped.shape != array.shape:
-                    value = _initializer(graph, f"{match.nodes[0].name}.{key}", shaped)
+                    value = add_initializer(graph, f"{match.nodes[0].name}.{key}", shaped, self.model.ir_version)
             inputs.append(value)
         while inputs[-1] is None:
             inputs.pop()
         epsilon = float(np.ravel(c["eps"])[0])
         node = fused_node("LayerNorm", inputs, {"axis": -k, "epsilon": epsilon}, match.nodes, graph)
         return [node], [node.outputs[0]]
-
-
-def _is(node: ir.Node, op: str) -> bool:
-    return node.op_type == op and node.domain in ("", "ai.onnx")
-
-
-def _reader(value: ir.Value, op: str) -> ir.Node | None:
-    """The one `op` node reading `value` (other readers are left for the partial-match check)."""
-    readers = {id(u.node): u.node for u in value.uses() if _is(u.node, op)}
-    return next(iter(readers.values())) if len(readers) == 1 else None
 
 
 def _axes(reduce: ir.Node, opset: int, rank: int) -> list[int] | None:
@@ -153,14 +137,3 @@ def _affine(array: np.ndarray, normalized: list) -> np.ndarray | None:
         if isinstance(n, int) and a not in (1, n):
             return None
     return array
-
-
-def _initializer(graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-    unique, k = name, 1
-    while unique in graph.initializers:
-        k += 1
-        unique = f"{name}_{k}"
-    value = ir.Value(name=unique, const_value=ir.tensor(array, name=unique))
-    value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-    graph.register_initializer(value)
-    return value

@@ -20,7 +20,8 @@ import logging
 import onnx_ir as ir
 
 from workbench.ir import node_attributes
-from workbench.passes.base import FusionPass, Match, attr, const_array, fused_node
+from workbench.passes.base import FusionPass, Match
+from workbench.passes.edit import STANDARD_DOMAINS, attr, const_array, fused_node
 
 __all__ = ["FusePointwisePass", "POINTWISE_OPS"]
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class FusePointwisePass(FusionPass):
 
 
 def _domain(node: ir.Node) -> str:
-    return "" if node.domain in ("", "ai.onnx") else node.domain
+    return "" if node.domain in STANDARD_DOMAINS else node.domain
 
 
 def _pointwise(node: ir.Node) -> bool:

@@ -20,7 +20,10 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.passes.base import GraphPass, _joined_name, attr, const_array, fused_node
+from workbench.ir import WORKBENCH_DOMAIN
+from workbench.passes.base import GraphPass
+from workbench.passes.edit import (STANDARD_DOMAINS, add_initializer, attr, const_array, drop_unread_initializers,
+                                    fused_node, joined_name, unique_value_name)
 
 __all__ = ["MergeParallelConvsPass"]
 log = logging.getLogger(__name__)
@@ -67,58 +70,28 @@ class MergeParallelConvsPass(GraphPass):
                       "dilations": _ints(first, "dilations", weights[0]),
                       "pads": list(padding) if isinstance(padding, tuple) else None,
                       "auto_pad": padding if isinstance(padding, str) else None,
-                      "activation": attr(first, "activation", "") if first.domain == "workbench" else "",
+                      "activation": attr(first, "activation", "") if first.domain == WORKBENCH_DOMAIN else "",
                       "activation_params": attr(first, "activation_params")}
-        base = _joined_name([n.name for n in siblings])
-        w = self.initializer(graph, f"{base}.weight", np.concatenate(weights, axis=0))
-        b = self.initializer(graph, f"{base}.bias", np.concatenate(biases, axis=0).astype(weights[0].dtype))
+        base, version = joined_name([n.name for n in siblings]), self.model.ir_version
+        w = add_initializer(graph, f"{base}.weight", np.concatenate(weights, axis=0), version)
+        b = add_initializer(graph, f"{base}.bias", np.concatenate(biases, axis=0).astype(weights[0].dtype), version)
         old_params = [v for n in siblings for v in n.inputs[1:3] if v is not None]
         conv = fused_node("FusedConv", [x, w, b], attributes, siblings, graph)
-        conv.outputs[0].name = _unique_value_name(graph, _joined_name([n.outputs[0].name for n in siblings]))
+        conv.outputs[0].name = unique_value_name(graph, joined_name([n.outputs[0].name for n in siblings]))
         channels = [int(a.shape[0]) for a in weights]
         split = fused_node("SplitView", [conv.outputs[0]], {"axis": 1, "split": channels}, siblings, graph,
                            num_outputs=len(siblings), name=f"{conv.name}/split")
         replace_nodes_and_values(graph, first, siblings, [conv, split],
                                  [n.outputs[0] for n in siblings], list(split.outputs))
-        for value in old_params:
-            self.drop_if_unused(graph, value)
+        drop_unread_initializers(graph, old_params, version)
         self.record([conv, split], siblings,
                     f"{len(siblings)} convs read {x.name!r}: {'+'.join(map(str, channels))} = {sum(channels)} "
                     f"output channels in one conv, split into views")
 
-    def initializer(self, graph: ir.Graph, name: str, array: np.ndarray) -> ir.Value:
-        unique, k = name, 1
-        while unique in graph.initializers:
-            k += 1
-            unique = f"{name}_{k}"
-        value = ir.Value(name=unique, const_value=ir.tensor(array, name=unique))
-        value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
-        graph.register_initializer(value)
-        if self.model.ir_version < 4:          # before IR v4 every initializer is also a graph input
-            graph.inputs.append(value)
-        return value
-
-    def drop_if_unused(self, graph: ir.Graph, value: ir.Value) -> None:
-        """Forget a sibling's weight or bias once the merged conv no longer needs it."""
-        if value.uses() or value.is_graph_output() or graph.initializers.get(value.name) is not value:
-            return
-        graph.initializers.pop(value.name)
-        if value in graph.inputs:
-            graph.inputs.remove(value)
-
-
-def _unique_value_name(graph: ir.Graph, base: str) -> str:
-    taken = {v.name for node in graph for v in node.outputs} | {v.name for v in graph.inputs}
-    unique, k = base, 1
-    while unique in taken:
-        k += 1
-        unique = f"{base}_{k}"
-    return unique
-
 
 def _is_conv(node: ir.Node) -> bool:
-    return (node.op_type == "Conv" and node.domain in ("", "ai.onnx")) or \
-        (node.op_type == "FusedConv" and node.domain == "workbench")
+    return (node.op_type == "Conv" and node.domain in STANDARD_DOMAINS) or \
+        (node.op_type == "FusedConv" and node.domain == WORKBENCH_DOMAIN)
 
 
 def _bias(node: ir.Node) -> ir.Value | None:
@@ -142,7 +115,7 @@ def _ineligible(node: ir.Node) -> str | None:
 
 def _signature(node: ir.Node, x: ir.Value) -> tuple:
     weight = const_array(node.inputs[1])
-    fused = node.domain == "workbench"
+    fused = node.domain == WORKBENCH_DOMAIN
     return (tuple(weight.shape[1:]), str(weight.dtype), tuple(_ints(node, "strides", weight)),
             tuple(_ints(node, "dilations", weight)), _padding(node, x),
             attr(node, "activation", "") if fused else "", tuple(attr(node, "activation_params", ()) or ()) if fused else ())

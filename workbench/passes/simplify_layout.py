@@ -19,15 +19,12 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.passes.base import GraphPass, attr, const_array
-from workbench.passes.eliminate_identity import bypass, resolve_reshape, static_shape
-from workbench.passes.fold_batchnorm import standard_node
-from workbench.passes.fold_constants import add_initializer
+from workbench.passes.base import GraphPass
+from workbench.passes.edit import (STANDARD_DOMAINS, add_initializer, attr, bypass, const_array, fused_node,
+                                    producer_op, resolve_reshape, static_shape)
 
 __all__ = ["SimplifyLayoutPass"]
 log = logging.getLogger(__name__)
-
-_STANDARD = ("", "ai.onnx")
 
 
 class SimplifyLayoutPass(GraphPass):
@@ -37,7 +34,7 @@ class SimplifyLayoutPass(GraphPass):
     def apply(self, graph: ir.Graph) -> int:
         count = 0
         for node in list(graph):
-            if node.graph is not graph or node.domain not in _STANDARD:
+            if node.graph is not graph or node.domain not in STANDARD_DOMAINS:
                 continue
             if node.op_type == "Transpose":
                 count += self._transpose(graph, node)
@@ -102,7 +99,7 @@ class SimplifyLayoutPass(GraphPass):
             new_nodes, detail = [], f"{detail}: a no-op"
         else:
             inputs = [source] if shape is None else [source, shape]
-            node = standard_node(last.op_type, inputs, attributes, chain, graph)
+            node = fused_node(last.op_type, inputs, attributes, chain, graph, domain="")
             replace_nodes_and_values(graph, last, [last], [node], [last.outputs[0]], [node.outputs[0]])
             new_nodes = [node]
         replaced = [n for n in chain[:-1] if not n.outputs[0].uses() and not n.outputs[0].is_graph_output()]
@@ -113,10 +110,8 @@ class SimplifyLayoutPass(GraphPass):
 
 
 def _producer(node: ir.Node, op_type: str) -> ir.Node | None:
-    producer = node.inputs[0].producer() if node.inputs and node.inputs[0] is not None else None
-    if producer is None or producer.op_type != op_type or producer.domain not in _STANDARD:
-        return None
-    return producer
+    """The standard `op_type` node computing `node`'s first input, else None."""
+    return producer_op(node.inputs[0] if node.inputs else None, op_type)
 
 
 def _perm(node: ir.Node) -> list[int] | None:

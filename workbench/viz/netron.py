@@ -143,7 +143,7 @@ def _shutdown(addresses: list[tuple[str, int]], folder: str) -> None:
 
 
 def _fused_legend(graph) -> list[tuple[str, str, list[str]]]:
-    from workbench.passes.base import sources_of
+    from workbench.ir import source_nodes_of as sources_of
     return [(n.name, n.op_type, sources_of(n)) for n in graph.nodes if "source_nodes" in n.attributes]
 
 

@@ -25,7 +25,7 @@ import onnx_ir as ir
 
 from workbench.ir import Graph, load
 from workbench.ir.dtypes import np_dtype
-from workbench.passes.base import sources_of
+from workbench.ir import source_nodes_of as sources_of
 from workbench.viz.layout import Layout, dot_layout, layered_layout
 from workbench.viz.svg_draw import _document, _text_width
 from workbench.errors import ViewError
