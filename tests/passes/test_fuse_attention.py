@@ -1,4 +1,4 @@
-"""fuse_attention: MatMul -> scale -> (+mask) -> Softmax -> MatMul becomes one workbench::Attention,
+"""fuse_attention: MatMul -> scale -> (+mask) -> Softmax -> MatMul becomes one workbench::FusedAttention,
 numbers unchanged; BERT gets one per layer; partial matches stay, with the reason."""
 from __future__ import annotations
 
@@ -80,9 +80,9 @@ def test_attention_fuses(kwargs, scale, k_transposed, n_inputs):
     graph = wb.load(attention_model(**kwargs))
     optimized, report = wb.optimize(graph, only=["fuse_attention"])
     rows = report.to_dataframe()
-    assert rows["new_op"].tolist() == ["workbench::Attention"]
+    assert rows["new_op"].tolist() == ["workbench::FusedAttention"]
     assert "softmax" in rows["replaced_nodes"][0] and "context" in rows["replaced_nodes"][0]
-    assert optimized.op_counts() == {"workbench::Attention": 1}
+    assert optimized.op_counts() == {"workbench::FusedAttention": 1}
     node = optimized.nodes[0]
     attrs = wb.ir.node_attributes(node)
     assert attrs["scale"] == pytest.approx(scale, rel=1e-6) and attrs["k_transposed"] == k_transposed
@@ -133,8 +133,8 @@ def test_bert_gets_one_attention_per_layer():
     optimized, report = wb.optimize(graph, only=["fuse_attention"])
     rows = report.to_dataframe()
     assert len(rows) == 2 and rows["replaced_ops"][0] == ["MatMul", "Div", "Add", "Softmax", "MatMul"]
-    assert optimized.op_counts()["workbench::Attention"] == 2 and "Softmax" not in optimized.op_counts()
-    for node in (n for n in optimized.nodes if n.op_type == "Attention"):
+    assert optimized.op_counts()["workbench::FusedAttention"] == 2 and "Softmax" not in optimized.op_counts()
+    for node in (n for n in optimized.nodes if n.op_type == "FusedAttention"):
         attrs = wb.ir.node_attributes(node)
         assert attrs["k_transposed"] == 1 and attrs["scale"] == pytest.approx(1 / 8)
         assert node.inputs[3].name == "mask/Where"
@@ -146,7 +146,7 @@ def test_full_optimize_of_bert_keeps_its_outputs():
     graph = wb.load(zoo.bert(seed=0))
     optimized, report = wb.optimize(graph)
     counts = optimized.op_counts()
-    assert counts["workbench::Attention"] == 2 and "Softmax" not in counts and "Erf" not in counts
+    assert counts["workbench::FusedAttention"] == 2 and "Softmax" not in counts and "Erf" not in counts
     onnx.checker.check_model(optimized.to_proto(), full_check=True)
     _numerics(graph, optimized, _bert_feeds(), wb.BuilderConfig(batch_size=2))
     mine = ["fuse_layernorm", "fuse_gelu", "fuse_attention", "fuse_pointwise"]

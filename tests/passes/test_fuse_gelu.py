@@ -1,4 +1,4 @@
-"""fuse_gelu: every exporter spelling of GELU becomes one workbench::Gelu, numbers unchanged;
+"""fuse_gelu: every exporter spelling of GELU becomes one workbench::FusedGelu, numbers unchanged;
 near-misses (wrong constant, an intermediate read elsewhere) stay as they are, with the reason."""
 from __future__ import annotations
 
@@ -74,9 +74,9 @@ def test_gelu_spellings_fuse(form, variant, tail):
     graph = wb.load(gelu_model(form, variant, tail))
     optimized, report = wb.optimize(graph, only=["fuse_gelu"])
     rows = report.to_dataframe()
-    assert rows["new_op"].tolist() == ["workbench::Gelu"]
+    assert rows["new_op"].tolist() == ["workbench::FusedGelu"]
     assert len(rows["replaced_nodes"][0]) == len(graph.nodes)
-    assert optimized.op_counts() == {"workbench::Gelu": 1}
+    assert optimized.op_counts() == {"workbench::FusedGelu": 1}
     node = optimized.nodes[0]
     assert wb.ir.node_attributes(node)["approximate"] == ("none" if form == "erf" else "tanh")
     assert not optimized.initializers                      # the absorbed constants are gone
@@ -119,7 +119,7 @@ def test_wrong_constant_is_not_fused(consts, reason):
 def test_constant_within_tolerance_fuses():
     graph = wb.load(gelu_model(consts={"sqrt2": 1.41421}))          # 4e-6 off: a rounded literal
     optimized, report = wb.optimize(graph, only=["fuse_gelu"])
-    assert optimized.op_counts() == {"workbench::Gelu": 1}
+    assert optimized.op_counts() == {"workbench::FusedGelu": 1}
     _numerics(graph, optimized)
 
 
@@ -127,9 +127,9 @@ def test_bert_gets_one_gelu_per_layer():
     graph = wb.load(zoo.bert(seed=0))
     optimized, report = wb.optimize(graph, only=["fuse_gelu"])
     rows = report.to_dataframe()
-    assert len(rows) == 2 and set(rows["new_op"]) == {"workbench::Gelu"}
+    assert len(rows) == 2 and set(rows["new_op"]) == {"workbench::FusedGelu"}
     assert rows["replaced_ops"][0] == ["Div", "Erf", "Add", "Mul", "Mul"]
-    assert optimized.op_counts()["workbench::Gelu"] == 2
+    assert optimized.op_counts()["workbench::FusedGelu"] == 2
     assert "Erf" not in optimized.op_counts()
     onnx.checker.check_model(optimized.to_proto(), full_check=True)
     rng = np.random.default_rng(1)

@@ -98,11 +98,11 @@ def test_gemm_without_c_takes_the_bias_add():
 
 
 def test_gelu_from_fuse_gelu():
-    if lookup("workbench", "Gelu") is None:
-        pytest.skip("workbench::Gelu has no CPU kernel yet")
+    if lookup("workbench", "FusedGelu") is None:
+        pytest.skip("workbench::FusedGelu has no CPU kernel yet")
     nodes = [helper.make_node("MatMul", ["x", "W"], ["m"], name="mm"),
              helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
-             helper.make_node("Gelu", ["a"], ["y"], name="gelu", domain="workbench", approximate="tanh")]
+             helper.make_node("FusedGelu", ["a"], ["y"], name="gelu", domain="workbench", approximate="tanh")]
     model = _model(nodes, [("x", ["N", 8])], [("y", ["N", 6])], [("W", _x(8, 6)), ("b", _x(6))],
                    opsets=(("", 17), ("workbench", 1)))
     optimized, _ = _optimize_and_compare(model, {"x": _x(2, 8)})

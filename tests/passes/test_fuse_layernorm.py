@@ -1,4 +1,4 @@
-"""fuse_layernorm: the decomposed LayerNorm exporters write becomes one workbench::LayerNorm,
+"""fuse_layernorm: the decomposed LayerNorm exporters write becomes one workbench::FusedLayerNorm,
 numbers unchanged; the standard LayerNormalization op and near-misses are left alone."""
 from __future__ import annotations
 
@@ -77,10 +77,10 @@ def test_decomposed_layernorm_fuses(kwargs, axis, inputs):
     graph = wb.load(ln_model(**kwargs))
     optimized, report = wb.optimize(graph, only=["fuse_layernorm"])
     rows = report.to_dataframe()
-    assert rows["new_op"].tolist() == ["workbench::LayerNorm"]
+    assert rows["new_op"].tolist() == ["workbench::FusedLayerNorm"]
     assert rows["replaced_nodes"][0][:2] == ["mean", "center"]
-    assert optimized.op_counts() == {"workbench::LayerNorm": 1, "Identity": 1}
-    node = next(n for n in optimized.nodes if n.op_type == "LayerNorm")
+    assert optimized.op_counts() == {"workbench::FusedLayerNorm": 1, "Identity": 1}
+    node = next(n for n in optimized.nodes if n.op_type == "FusedLayerNorm")
     attrs = wb.ir.node_attributes(node)
     assert attrs["axis"] == axis and attrs["epsilon"] == pytest.approx(1e-5)
     assert len(node.inputs) == inputs
@@ -112,7 +112,7 @@ def test_standard_layernormalization_is_left_alone():
     graph = wb.load(zoo.bert(seed=0))
     optimized, report = wb.optimize(graph, only=["fuse_layernorm"])
     assert report.to_dataframe().empty and report.misses_dataframe().empty
-    assert optimized.op_counts().get("workbench::LayerNorm", 0) == 0
+    assert optimized.op_counts().get("workbench::FusedLayerNorm", 0) == 0
     assert optimized.op_counts()["LayerNormalization"] == 5
     assert optimized.op_counts() == graph.op_counts()
 
@@ -123,6 +123,6 @@ def test_normalized_value_with_several_readers_fuses_without_affine():
     model = ln_model(gamma=None, beta=None, extra=[("gate", "Mul", ["n", "x"], ["gated"], {})])
     graph = wb.load(model)
     optimized, report = wb.optimize(graph, only=["fuse_layernorm"])
-    assert optimized.op_counts() == {"workbench::LayerNorm": 1, "Identity": 1, "Mul": 1}
-    assert len(next(n for n in optimized.nodes if n.op_type == "LayerNorm").inputs) == 1
+    assert optimized.op_counts() == {"workbench::FusedLayerNorm": 1, "Identity": 1, "Mul": 1}
+    assert len(next(n for n in optimized.nodes if n.op_type == "FusedLayerNorm").inputs) == 1
     _numerics(graph, optimized)

@@ -170,10 +170,10 @@ def test_gelu_from_fuse_gelu_joins_a_chain():
                   {"x": (F, [4, 8])}, {"y": (F, [4, 8])},
                   {"b": np.arange(8, dtype=np.float32) / 8, "sqrt2": sqrt2, "one": one, "half": half})
     _, optimized, report = _fuse(proto, only=("fuse_gelu", "fuse_pointwise"))
-    assert report.to_dataframe()["new_op"].tolist() == ["workbench::Gelu", "workbench::PointwiseChain"]
+    assert report.to_dataframe()["new_op"].tolist() == ["workbench::FusedGelu", "workbench::PointwiseChain"]
     steps = _program(_chains(optimized)[0])
     assert [(s["op"], s["domain"], s["attrs"]) for s in steps] == [("Add", "", {}),
-                                                                   ("Gelu", "workbench", {"approximate": "none"})]
+                                                                   ("FusedGelu", "workbench", {"approximate": "none"})]
 
 
 def test_bert_chains():

@@ -12,7 +12,7 @@ inside its kernel.
     Tanh, Gelu (only when asked for)       Gelu: [1] for the tanh approximation, else [0]
 
 FusedConv applies the first four rows; FusedGemm also Tanh and Gelu (ONNX Gelu or the
-`workbench::Gelu` that fuse_gelu makes), so it asks for them with `extra_ops`.
+`workbench::FusedGelu` that fuse_gelu makes), so it asks for them with `extra_ops`.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def activation_after(value: ir.Value, extra_ops: Iterable[str] = ()) -> tuple[li
         return _silu(value)
     if "Tanh" in extra and is_op(nxt, "Tanh"):
         return [nxt], "Tanh", []
-    if "Gelu" in extra and nxt.op_type == "Gelu" and nxt.domain in STANDARD_DOMAINS + (WORKBENCH_DOMAIN,):
+    if "Gelu" in extra and (is_op(nxt, "Gelu") or (nxt.op_type == "FusedGelu" and nxt.domain == WORKBENCH_DOMAIN)):
         return [nxt], "Gelu", [float(attr(nxt, "approximate", "none") == "tanh")]
     if nxt.op_type not in _SIMPLE or nxt.domain not in STANDARD_DOMAINS:
         return None

@@ -1,4 +1,4 @@
-"""Fuse scaled dot-product attention into one `workbench::Attention`.
+"""Fuse scaled dot-product attention into one `workbench::FusedAttention`.
 
     S = MatMul(Q * c_q, K^T) * c          (c as Mul(c) or Div(1/c); c_q an optional scalar on Q)
     P = Softmax(S + M, axis=-1)           (additive mask M optional, any producer)
@@ -92,7 +92,7 @@ class FuseAttentionPass(FusionPass):
             value = float(np.ravel(array)[0])
             scale = scale / value if op == "Div" else scale * value
         inputs = [c["q"], c["k"], c["v"]] + ([c["mask"]] if c["mask"] is not None else [])
-        node = fused_node("Attention", inputs, {"scale": scale, "k_transposed": c["k_transposed"]},
+        node = fused_node("FusedAttention", inputs, {"scale": scale, "k_transposed": c["k_transposed"]},
                           match.nodes, match.nodes[0].graph)
         return [node], [node.outputs[0]]
 

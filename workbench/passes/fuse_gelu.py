@@ -1,4 +1,4 @@
-"""Fuse GELU, as exporters spell it op by op, into one `workbench::Gelu`.
+"""Fuse GELU, as exporters spell it op by op, into one `workbench::FusedGelu`.
 
     erf form  (approximate="none"):  Y = X * 0.5 * (1 + Erf(X / sqrt(2)))
     tanh form (approximate="tanh"):  Y = 0.5 * X * (1 + Tanh(sqrt(2/pi) * (X + 0.044715 * X^3)))
@@ -58,7 +58,7 @@ class FuseGeluPass(FusionPass):
 
     def rewrite(self, match: Match) -> tuple[list[ir.Node], list[ir.Value]]:
         graph = match.nodes[0].graph
-        node = fused_node("Gelu", [match.captures["x"]], {"approximate": match.captures["approximate"]},
+        node = fused_node("FusedGelu", [match.captures["x"]], {"approximate": match.captures["approximate"]},
                           match.nodes, graph)
         return [node], [node.outputs[0]]
 

@@ -8,7 +8,7 @@ i.e. Y = act(alpha * op(A) @ op(B) + beta * C + Z). `b` is a constant bias per o
 (shape [N], [1, N], ... or a scalar); `W` a constant 2-D weight (A may be N-D); `Z` a tensor of
 the output's shape (a residual; symbolic dims are taken as equal). Activations (see `epilogue`):
 Relu, Clip (constant bounds), LeakyRelu, Sigmoid, Tanh, HardSwish, SiLU written as x * Sigmoid(x),
-and Gelu (workbench::Gelu from fuse_gelu, or ONNX Gelu) with activation_params [1] for the tanh
+and Gelu (workbench::FusedGelu from fuse_gelu, or ONNX Gelu) with activation_params [1] for the tanh
 approximation, else [0].
 A bias Add after a Gemm that already has C is not folded (the sum would round differently), and
 a Gemm or MatMul with nothing to fuse after it is left alone.

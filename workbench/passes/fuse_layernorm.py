@@ -1,4 +1,4 @@
-"""Fuse LayerNorm, decomposed the way exporters write it, into one `workbench::LayerNorm`.
+"""Fuse LayerNorm, decomposed the way exporters write it, into one `workbench::FusedLayerNorm`.
 
     m = ReduceMean(X, axes)           d = X - m
     v = ReduceMean(d^2, axes)         (d^2 as Pow(d, 2) or d * d)
@@ -111,7 +111,7 @@ class FuseLayerNormPass(FusionPass):
         while inputs[-1] is None:
             inputs.pop()
         epsilon = float(np.ravel(c["eps"])[0])
-        node = fused_node("LayerNorm", inputs, {"axis": -k, "epsilon": epsilon}, match.nodes, graph)
+        node = fused_node("FusedLayerNorm", inputs, {"axis": -k, "epsilon": epsilon}, match.nodes, graph)
         return [node], [node.outputs[0]]
 
 

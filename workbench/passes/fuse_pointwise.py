@@ -9,7 +9,7 @@ So every value a group computes is read only inside it, except the last node's o
 group is always a contiguous, cycle-free piece of the graph with one output whose shape is the
 broadcast of its inputs (elementwise ops never reduce). Groups of two or more nodes are fused.
 Only float-valued ops are grouped (integer shape arithmetic stays visible to shape inference);
-a Cast into float may start a chain. Softmax, reductions and fused ops other than Gelu are no
+a Cast into float may start a chain. Softmax, reductions and fused ops other than FusedGelu are no
 pointwise ops; this pass runs after the Conv/GEMM epilogue fusions took what they want.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 POINTWISE_OPS = {
     "": {"Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Neg", "Abs", "Erf", "Reciprocal", "Clip",
          "LeakyRelu", "HardSwish", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Cast"},
-    "workbench": {"Gelu"},
+    "workbench": {"FusedGelu"},
 }
 _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
 

@@ -34,21 +34,21 @@ def infer_attention(ctx: shape_inference.InferenceContext) -> None:
 
 
 register(
-    "LayerNorm", __doc__,
+    "FusedLayerNorm", __doc__,
     inputs=[("X", None), ("Scale", Optional), ("B", Optional)],
     outputs=[("Y", None)],
     attributes={"axis": AttrType.INT, "epsilon": AttrType.FLOAT},
     infer=same_as_input(0))                     # as LayerNormalization's Y, which needs Scale present
 
 register(
-    "Gelu", __doc__,
+    "FusedGelu", __doc__,
     inputs=[("X", None)],
     outputs=[("Y", None)],
     attributes={"approximate": AttrType.STRING},
     infer=same_as_input(0))
 
 register(
-    "Attention", __doc__,
+    "FusedAttention", __doc__,
     inputs=[("Q", None), ("K", None), ("V", None), ("Mask", Optional)],
     outputs=[("Y", None)],
     attributes={"scale": AttrType.FLOAT, "k_transposed": AttrType.INT},

@@ -29,6 +29,6 @@ def fused_gemm(inputs, attrs, node):
         y = lookup("", "Add")([y, residual], {}, _INFO)
     name, params = attrs.get("activation", ""), list(attrs.get("activation_params", []))
     if name == "Gelu":
-        gelu = lookup("workbench", "Gelu") or lookup("", "Gelu")
+        gelu = lookup("", "Gelu")
         return gelu([y], {"approximate": "tanh" if params and params[0] else "none"}, _INFO)
     return apply_activation(y, name, params, 17)

@@ -1,4 +1,4 @@
-"""CPU kernels of workbench::LayerNorm, Gelu and Attention: the registered standard kernels the
+"""CPU kernels of workbench::FusedLayerNorm, FusedGelu and FusedAttention: the registered standard kernels the
 unfused graph would run, in the same order, so fusion only changes float rounding."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from workbench.backends.cpu.registry import NodeInfo, kernel, lookup
 _INFO = NodeInfo(17)
 
 
-@kernel("LayerNorm", domain="workbench")
+@kernel("FusedLayerNorm", domain="workbench")
 def layer_norm(inputs, attrs, node):
     """mean, x - mean, mean of squares, / sqrt(var + eps), * scale, + bias: the decomposed graph."""
     x = inputs[0]
@@ -28,12 +28,12 @@ def layer_norm(inputs, attrs, node):
     return np.asarray(y).astype(x.dtype, copy=False)
 
 
-@kernel("Gelu", domain="workbench")
+@kernel("FusedGelu", domain="workbench")
 def gelu(inputs, attrs, node):
     return lookup("", "Gelu")([inputs[0]], {"approximate": attrs.get("approximate", "none")}, NodeInfo(20))
 
 
-@kernel("Attention", domain="workbench")
+@kernel("FusedAttention", domain="workbench")
 def attention(inputs, attrs, node):
     """softmax(scale * Q @ K^T + mask) @ V with the MatMul and Softmax kernels."""
     q, k, v = inputs[:3]
