@@ -23,7 +23,7 @@ from onnx_ir.convenience import replace_nodes_and_values
 from workbench.ir import WORKBENCH_DOMAIN
 from workbench.passes.base import GraphPass
 from workbench.passes.edit import (STANDARD_DOMAINS, add_initializer, attr, const_array, drop_unread_initializers,
-                                    fused_node, joined_name, unique_value_name)
+                                    fused_node, joined_name, sources_of, unique_value_name)
 
 __all__ = ["MergeParallelConvsPass"]
 log = logging.getLogger(__name__)
@@ -72,11 +72,12 @@ class MergeParallelConvsPass(GraphPass):
                       "auto_pad": padding if isinstance(padding, str) else None,
                       "activation": attr(first, "activation", "") if first.domain == WORKBENCH_DOMAIN else "",
                       "activation_params": attr(first, "activation_params")}
-        base, version = joined_name([n.name for n in siblings]), self.model.ir_version
+        # named after the original convolutions ("3a/1x1+3x3_reduce+5x5_reduce"), not their fused names
+        base, version = joined_name([sources_of(n)[0] for n in siblings]), self.model.ir_version
         w = add_initializer(graph, f"{base}.weight", np.concatenate(weights, axis=0), version)
         b = add_initializer(graph, f"{base}.bias", np.concatenate(biases, axis=0).astype(weights[0].dtype), version)
         old_params = [v for n in siblings for v in n.inputs[1:3] if v is not None]
-        conv = fused_node("FusedConv", [x, w, b], attributes, siblings, graph)
+        conv = fused_node("FusedConv", [x, w, b], attributes, siblings, graph, name=base)
         conv.outputs[0].name = unique_value_name(graph, joined_name([n.outputs[0].name for n in siblings]))
         channels = [int(a.shape[0]) for a in weights]
         split = fused_node("SplitView", [conv.outputs[0]], {"axis": 1, "split": channels}, siblings, graph,
