@@ -76,7 +76,7 @@ def _silu(value: ir.Value) -> tuple[list[ir.Node], str, list[float]] | None:
 
 
 def residual_operand(add: ir.Node, value: ir.Value) -> ir.Value | None:
-    """The tensor `Z` of Add(value, Z) or Add(Z, value) when it is a residual (not a constant)."""
+    """The tensor `Z` of Add(value, Z), Add(Z, value) or a two-input Sum, when it is a residual (not a constant)."""
     if len(add.inputs) != 2:
         return None
     other = add.inputs[1] if add.inputs[0] is value else add.inputs[0]
@@ -111,7 +111,8 @@ def epilogue_match(nodes: list[ir.Node], value: ir.Value, captures: dict[str, An
     """
     captures.update(residual=None, activation="", params=[])
     add = only_consumer(value)
-    if is_op(add, "Add") and (other := residual_operand(add, value)) is not None:
+    # Caffe2 exports write the residual sum as a two-input Sum (light_resnet50)
+    if (is_op(add, "Add") or is_op(add, "Sum")) and (other := residual_operand(add, value)) is not None:
         captures["residual"] = other
         nodes, value = nodes + [add], add.outputs[0]
     act = activation_after(value, extra_ops)

@@ -34,7 +34,11 @@ class FuseConvActivationPass(FusionPass):
         if nxt is not None and nxt.op_type == "Add" and (bias := _channel_constant(nxt, value)) is not None:
             captures["bias"].append(bias)
             nodes, value = nodes + [nxt], nxt.outputs[0]
-        return epilogue_match(nodes, value, captures)
+        match = epilogue_match(nodes, value, captures)
+        readers = {id(u.node) for u in value.uses()}
+        if match is None and len(readers) > 1:
+            self.why_not(node, f"{value.name!r} is read by {len(readers)} nodes, so it must be written out")
+        return match
 
     def check(self, match: Match) -> str | None:
         conv, residual = match.nodes[0], match.captures["residual"]
