@@ -134,6 +134,8 @@ def conv_nd(x: np.ndarray, w: np.ndarray, b, attrs, acc) -> np.ndarray:
     w = w.astype(acc, copy=False)
     p = int(np.prod(geo.out))
     if cg == 1 and group > 1:  # depthwise: channels-last so every tap op runs over long rows
+        acc = acc_dtype(x.dtype)   # a few taps per output: float64 buys no accuracy here, only time
+        w = w.astype(acc, copy=False)
         xl = np.ascontiguousarray(pad_spatial(np.moveaxis(x, 1, -1), geo, 0, acc, channels_last=True))
         if mg > 1:
             xl = np.repeat(xl, mg, axis=-1)
