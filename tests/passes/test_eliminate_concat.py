@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+from pass_checks import assert_sound_rewrite, float_io_model
 
 import workbench as wb
-from conftest import rel_l2
 from workbench.evaluate import zoo
 from workbench.evaluate.zoo.light import light_model
 from workbench.passes.eliminate_concat import COPY_INPUTS, SLICE, WRITE_INTO
@@ -19,24 +18,8 @@ def _x(*shape):
     return RNG.standard_normal(shape).astype(np.float32)
 
 
-def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-                              [numpy_helper.from_array(a, n) for n, a in inits])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
-
-
 def _check(graph, optimized, feeds, batch, passes):
-    proto = optimized.to_proto()
-    onnx.checker.check_model(proto, full_check=True)
-    config = wb.BuilderConfig(batch_size=batch)
-    want = wb.build(graph, config).create_context().run(feeds)
-    got = wb.build(optimized, config).create_context().run(feeds)
-    for name in want:
-        assert rel_l2(got[name], want[name]) <= 1e-5, name
-    again, report = wb.optimize(optimized, only=passes)
-    assert report.summary()["rewrites"].sum() == 0 and again.op_counts() == optimized.op_counts()
-    return proto
+    return assert_sound_rewrite(graph, optimized, passes, feeds, config=wb.BuilderConfig(batch_size=batch), tol=1e-5)
 
 
 def _meta(graph):
@@ -49,7 +32,7 @@ def _three_branches(extra_nodes=(), concat_inputs=("a", "b", "x"), outputs=(("y"
              helper.make_node("Mul", ["b0", "k"], ["b"], name="scale"),
              *extra_nodes,
              helper.make_node("Concat", list(concat_inputs), ["y"], name="concat", axis=axis)]
-    return _model(nodes, [("x", ["N", 3, 4])], list(outputs), [("k", np.float32([2.0]))])
+    return float_io_model(nodes, [("x", ["N", 3, 4])], list(outputs), [("k", np.float32([2.0]))], ir_version=10)
 
 
 def test_producers_write_into_slices_and_other_inputs_are_copied():
@@ -94,17 +77,19 @@ def test_dynamic_extent_keeps_the_concat():
     assert "extents along axis 0 are not static" in report.misses_dataframe()["reason"].iloc[0]
 
 
-def test_inception_block_view_inputs_are_copied():
+def test_inception_block_split_view_is_written_by_the_merged_conv():
     graph = wb.load(zoo.inception_block(seed=0))
     passes = ["fuse_conv_act", "merge_parallel_convs", PASS]
     optimized, report = wb.optimize(graph, only=passes)
     assert optimized.op_counts() == {"workbench::FusedConv": 4, "workbench::SplitView": 1, "MaxPool": 1,
                                      "workbench::ConcatView": 1}
     meta = _meta(optimized)
-    assert meta["inception_3a/output"] == {COPY_INPUTS: "inception_3a/relu_1x1"}
+    assert COPY_INPUTS not in meta.get("inception_3a/output", {})   # nothing is copied
+    split = meta["inception_3a/1x1+3x3_reduce+5x5_reduce/split"]   # the 1x1 branch: channels 0..63 of the wide conv
+    assert split == {WRITE_INTO + ".0": "output", SLICE + ".0": "1:0:64"}        # the concat output value
     assert [meta[f"inception_3a/{b}"][SLICE] for b in ("3x3+relu_3x3", "5x5+relu_5x5", "pool_proj+relu_pool_proj")] \
         == ["1:64:128", "1:192:32", "1:224:32"]
-    assert "SplitView output" in report.to_dataframe().set_index("pass").loc[PASS, "detail"]
+    assert "copied" not in report.to_dataframe().set_index("pass").loc[PASS, "detail"]
     _check(graph, optimized, {"input": _x(2, 192, 28, 28)}, 2, passes)
 
 
@@ -117,8 +102,8 @@ def test_light_inception_v1_full_optimize():
     assert counts["workbench::SplitView"] == 9 and counts["workbench::FusedConv"] == 57 - 2 * 9
     rows = report.to_dataframe()
     assert (rows["pass"] == "merge_parallel_convs").sum() == 9 and (rows["pass"] == PASS).sum() == 9
-    views = [n for n in optimized.nodes if n.op_type == "ConcatView"]
-    assert all(len(n.metadata_props[COPY_INPUTS].split(",")) == 1 for n in views)   # the 1x1 branch's view
-    assert sum(WRITE_INTO in n.metadata_props for n in optimized.nodes) == 27
+    assert not any(COPY_INPUTS in n.metadata_props for n in optimized.nodes)      # every concat input placed
+    assert sum(WRITE_INTO in n.metadata_props for n in optimized.nodes) == 27       # 3 producers per block
+    assert sum(WRITE_INTO + ".0" in n.metadata_props for n in optimized.nodes) == 9  # + the 1x1 view
     _check(graph, optimized, {"data_0": _x(1, 3, 224, 224)}, 1,
            ["fuse_conv_act", "fuse_gemm_epilogue", "merge_parallel_convs", PASS])

@@ -2,13 +2,15 @@
 originals stay traceable, shared weights stay untouched, and refusals say why."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import assert_idempotent, assert_same_outputs, x_model
 
 import workbench as wb
-from conftest import rel_l2
 from workbench.evaluate import zoo
 
 PASS = "fold_batchnorm"
@@ -29,28 +31,10 @@ def _bn(x: str, y: str, name: str, prefix: str = "bn") -> onnx.NodeProto:
 
 
 def _graph(nodes, outputs, inits, x_shape=(2, 4, 5, 5), opsets=(("", 17),), ir_version=8) -> wb.Graph:
-    inputs = [helper.make_tensor_value_info("x", F, list(x_shape))]
-    if ir_version < 4:
-        inputs += [helper.make_tensor_value_info(k, F, list(v.shape)) for k, v in inits]
-    graph = helper.make_graph(nodes, "g", inputs, [onnx.ValueInfoProto(name=o) for o in outputs],
-                              [numpy_helper.from_array(v, k) for k, v in inits])
-    opset_imports = [helper.make_opsetid(d, v) for d, v in opsets]
-    return wb.load(helper.make_model(graph, opset_imports=opset_imports, ir_version=ir_version))
+    return wb.load(x_model(nodes, outputs, inits, x_shape=x_shape, opsets=opsets, ir_version=ir_version))
 
 
-def _check_same_outputs(original: wb.Graph, optimized: wb.Graph, tol=1e-5):
-    x = np.random.default_rng(1).standard_normal([d if isinstance(d, int) else 2 for d in original.inputs[0].shape])
-    feeds = {original.inputs[0].name: x.astype(np.float32)}
-    want = wb.build(original).create_context().run(feeds)
-    got = wb.build(optimized).create_context().run(feeds)
-    assert sorted(got) == sorted(want)
-    for name in want:
-        assert rel_l2(got[name], want[name]) <= tol, name
-
-
-def _assert_idempotent(optimized: wb.Graph):
-    again, second = wb.optimize(optimized, only=[PASS])
-    assert second.to_dataframe().empty and again.op_counts() == optimized.op_counts()
+_check_same_outputs = partial(assert_same_outputs, tol=1e-5, seed=1)
 
 
 @pytest.mark.parametrize("bias, group", [(True, 1), (False, 1), (True, 4)])
@@ -75,7 +59,7 @@ def test_conv_bn_becomes_one_conv(bias, group):
     assert sorted(optimized.initializers) == ["conv+bn.bias", "conv+bn.weight"]
     assert optimized.initializers["conv+bn.weight"].const_value.numpy().dtype == np.float32
     _check_same_outputs(graph, optimized)
-    _assert_idempotent(optimized)
+    assert_idempotent(optimized, [PASS])
 
 
 @pytest.mark.parametrize("trans_b, bias", [(0, True), (1, True), (1, False)])
@@ -90,7 +74,7 @@ def test_gemm_bn_becomes_one_gemm(trans_b, bias):
     assert list(report.to_dataframe()["new_node"]) == ["fc+bn"]
     assert optimized.op_counts() == {"Gemm": 1}
     _check_same_outputs(graph, optimized)
-    _assert_idempotent(optimized)
+    assert_idempotent(optimized, [PASS])
 
 
 def test_shared_weights_are_not_mutated():
@@ -159,5 +143,5 @@ def test_resnet18_has_no_batchnorm_left():
     rows = report.to_dataframe()
     assert len(rows) == 20 and all(ops == ["Conv", "BatchNormalization"] for ops in rows["replaced_ops"])
     assert not any(".bn" in name or name.startswith("bn") for name in optimized.initializers)
-    _check_same_outputs(graph, optimized, tol=1e-5)
-    _assert_idempotent(optimized)
+    _check_same_outputs(graph, optimized)
+    assert_idempotent(optimized, [PASS])

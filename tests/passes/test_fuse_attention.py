@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import rel_l2
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import assert_idempotent, assert_same_outputs
 
 import workbench as wb
 from workbench.evaluate import zoo
@@ -61,11 +61,7 @@ def _feeds(graph):
 
 
 def _numerics(graph, optimized, feeds=None, config=None):
-    feeds = feeds or _feeds(graph)
-    want = wb.build(graph, config).create_context().run(feeds)
-    got = wb.build(optimized, config).create_context().run(feeds)
-    for name in want:
-        assert rel_l2(got[name], want[name]) <= 1e-5, name
+    assert_same_outputs(graph, optimized, feeds or _feeds(graph), config=config, tol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs,scale,k_transposed,n_inputs", [
@@ -95,8 +91,7 @@ def test_attention_fuses(kwargs, scale, k_transposed, n_inputs):
     assert not optimized.initializers
     onnx.checker.check_model(optimized.to_proto(), full_check=True)
     _numerics(graph, optimized)
-    again, second = wb.optimize(optimized, only=["fuse_attention"])
-    assert second.to_dataframe().empty and again.op_counts() == optimized.op_counts()
+    assert_idempotent(optimized, ["fuse_attention"])
 
 
 def test_no_attention_is_a_noop():
@@ -149,6 +144,4 @@ def test_full_optimize_of_bert_keeps_its_outputs():
     assert counts["workbench::FusedAttention"] == 2 and "Softmax" not in counts and "Erf" not in counts
     onnx.checker.check_model(optimized.to_proto(), full_check=True)
     _numerics(graph, optimized, _bert_feeds(), wb.BuilderConfig(batch_size=2))
-    mine = ["fuse_layernorm", "fuse_gelu", "fuse_attention", "fuse_pointwise"]
-    _, second = wb.optimize(optimized, only=mine)
-    assert second.to_dataframe().empty
+    assert_idempotent(optimized, ["fuse_layernorm", "fuse_gelu", "fuse_attention", "fuse_pointwise"], same_ops=False)

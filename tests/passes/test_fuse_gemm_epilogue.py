@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper
+from pass_checks import assert_sound_rewrite, float_io_model
 
 import workbench as wb
-from conftest import rel_l2
 from workbench.backends.cpu.registry import lookup
 from workbench.evaluate import zoo
 
@@ -16,25 +16,13 @@ RNG = np.random.default_rng(0)
 
 
 def _model(nodes, inputs, outputs, inits=(), opsets=(("", 17),)) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in outputs],
-                              [numpy_helper.from_array(a.astype(np.float32), n) for n, a in inits])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets], ir_version=8)
-
-
-def _run(graph, feeds, batch):
-    return wb.build(graph, wb.BuilderConfig(batch_size=batch)).create_context().run(feeds)
+    return float_io_model(nodes, inputs, outputs, [(n, a.astype(np.float32)) for n, a in inits], opsets=opsets)
 
 
 def _optimize_and_compare(model, feeds, batch=2, only=(PASS,)):
     graph = wb.load(model)
     optimized, report = wb.optimize(graph, only=list(only))
-    onnx.checker.check_model(optimized.to_proto(), full_check=True)
-    want, got = _run(graph, feeds, batch), _run(optimized, feeds, batch)
-    for name in want:
-        assert rel_l2(got[name], want[name]) <= 1e-5, name
-    again, second = wb.optimize(optimized, only=list(only))
-    assert second.summary()["rewrites"].sum() == 0 and again.op_counts() == optimized.op_counts()
+    assert_sound_rewrite(graph, optimized, only, feeds, config=wb.BuilderConfig(batch_size=batch), tol=1e-5)
     return optimized, report
 
 

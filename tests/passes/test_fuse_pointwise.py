@@ -8,8 +8,8 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import rel_l2
 from onnx import TensorProto, helper, numpy_helper
+from pass_checks import assert_sound_rewrite
 
 import workbench as wb
 from workbench.evaluate import zoo
@@ -42,14 +42,7 @@ def _fuse(proto, only=("fuse_pointwise",), config=None):
     """Optimize, check validity, numerics and idempotence; return (graph, optimized, report)."""
     graph = wb.load(proto)
     optimized, report = wb.optimize(graph, only=list(only))
-    onnx.checker.check_model(optimized.to_proto(), full_check=True)
-    feeds = _feeds(graph)
-    want = wb.build(graph, config).create_context().run(feeds)
-    got = wb.build(optimized, config).create_context().run(feeds)
-    for name in want:
-        assert got[name].dtype == want[name].dtype and rel_l2(got[name], want[name]) <= 1e-5, name
-    again, second = wb.optimize(optimized, only=list(only))
-    assert second.to_dataframe().empty and again.op_counts() == optimized.op_counts()
+    assert_sound_rewrite(graph, optimized, only, _feeds(graph), config=config, tol=1e-5, check_dtype=True)
     return graph, optimized, report
 
 

@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
-from conftest import rel_l2
+from pass_checks import assert_sound_rewrite
 from workbench.evaluate import zoo
 from workbench.evaluate.zoo.light import light_model
 
@@ -41,14 +41,7 @@ def _branches(specs, cin=4, size=6) -> onnx.ModelProto:
 
 
 def _check(graph, optimized, feeds, batch, passes=PASSES):
-    onnx.checker.check_model(optimized.to_proto(), full_check=True)
-    config = wb.BuilderConfig(batch_size=batch)
-    want = wb.build(graph, config).create_context().run(feeds)
-    got = wb.build(optimized, config).create_context().run(feeds)
-    for name in want:
-        assert rel_l2(got[name], want[name]) <= 1e-5, name
-    again, report = wb.optimize(optimized, only=passes)
-    assert report.summary()["rewrites"].sum() == 0 and again.op_counts() == optimized.op_counts()
+    assert_sound_rewrite(graph, optimized, passes, feeds, config=wb.BuilderConfig(batch_size=batch), tol=1e-5)
 
 
 def _merges(report):

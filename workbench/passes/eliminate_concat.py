@@ -6,14 +6,16 @@
 where offset = extent(X_0) + ... + extent(X_{i-1}) along `axis`. A memory planner allocates Y once
 and places each annotated X_i at its slice, so the concat itself moves no data.
 
-An input can be written in place only if a node computes it (not a graph input or constant), that
-node has this one output, the concat is its only reader (a value read elsewhere, twice here, or
-returned as a graph output must keep its own buffer), and the node owns its output: a SplitView
-output is a view into the buffer of the conv that merge_parallel_convs widened, so writing it into
-the concat would need that conv's other channels there too. Such inputs are copied into their slice
-by the ConcatView: they are listed in the ConcatView's `workbench.copy_inputs` metadata, in the
-report detail and in the misses. A Concat with no input that can be written in place stays a Concat
-(a ConcatView would copy everything anyway), and so does one whose extents along `axis` are not static.
+An input can be written in place only if a node computes it (not a graph input or constant), the
+concat reads it once and nothing else reads it (a value read elsewhere, or returned as a graph
+output, must keep its own buffer), and its producer has that one output. The exception is a
+SplitView output (one branch of the sibling convs merge_parallel_convs widened, as the inception
+block's 1x1 branch): the view's producer, the wide conv, writes that channel range straight into the
+concat slice, so the SplitView gets per-output keys `workbench.write_into.<k>` / `workbench.slice.<k>`
+(allowed when the split and the concat run along the same axis). Inputs that cannot be placed are
+copied by the ConcatView: they are listed in its `workbench.copy_inputs` metadata, in the report
+detail and in the misses. A Concat with no input that can be placed stays a Concat (a ConcatView would
+copy everything anyway), and so does one whose extents along `axis` are not static.
 The values never change: on the CPU backend ConcatView is np.concatenate.
 """
 from __future__ import annotations
@@ -65,7 +67,9 @@ class EliminateConcatPass(GraphPass):
                 self.why_not(concat, f"input {value.name!r} is copied into the concat: it {copied[i]}")
                 continue
             text = ":".join(map(str, slices[i]))
-            value.producer().metadata_props.update({WRITE_INTO: out, SLICE: text})
+            producer = value.producer()
+            suffix = f".{list(producer.outputs).index(value)}" if _is_view(producer) else ""
+            producer.metadata_props.update({WRITE_INTO + suffix: out, SLICE + suffix: text})
             in_place.append(f"{value.name} -> {text}")
         name = concat.name
         replace_nodes_and_values(graph, concat, [concat], [view], [concat.outputs[0]], [view.outputs[0]])
@@ -99,9 +103,11 @@ def _why_copied(graph: ir.Graph, concat: ir.Node, value: ir.Value) -> str | None
         return "is a constant" if const_array(value) is not None else "is a graph input"
     if const_array(value) is not None:
         return "is a constant"
-    if (producer.domain, producer.op_type) in _VIEW_OPS:
-        return f"is a {producer.op_type} output, a view into {producer.inputs[0].name!r}"
-    if len(producer.outputs) > 1:
+    if _is_view(producer):
+        split_axis, concat_axis = attr(producer, "axis", 0), attr(concat, "axis", 0)
+        if split_axis != concat_axis:
+            return f"is a view split along axis {split_axis}, the concat runs along axis {concat_axis}"
+    elif len(producer.outputs) > 1:
         return f"comes from {producer.name!r}, which has {len(producer.outputs)} outputs"
     if value.is_graph_output():
         return "is a graph output"
@@ -110,6 +116,8 @@ def _why_copied(graph: ir.Graph, concat: ir.Node, value: ir.Value) -> str | None
         return f"is also read by {others}"
     if len(list(value.uses())) > 1:
         return "is read more than once by this concat"
-    if WRITE_INTO in producer.metadata_props:
-        return f"already writes into {producer.metadata_props[WRITE_INTO]!r}"
     return None
+
+
+def _is_view(node: ir.Node) -> bool:
+    return (node.domain, node.op_type) in _VIEW_OPS
