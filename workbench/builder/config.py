@@ -3,13 +3,14 @@ before any work is done, with the setting named."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+import os
+from typing import Iterable, Sequence
 
 from workbench.errors import BuildError
 
 __all__ = ["BuilderConfig", "Profile", "PRECISIONS"]
 
-PRECISIONS = ("fp32",)   # grows as precision lowering lands (tf32, fp16, bf16, int8)
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")   # what each one means: workbench/builder/precision.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +36,16 @@ class BuilderConfig:
 
     Args:
         backend: "cpu" (numpy; runs anywhere) or "cuda".
-        precision: layer precision; "fp32" today.
+        precision: "fp32", "tf32" (float32 storage, matmul operands rounded to TF32), "fp16" or
+            "bf16" (low-precision layers, float32 engine inputs and outputs), or "int8" (Conv/Gemm/MatMul
+            on int8 with per-tensor activation and per-channel weight scales; needs calibration data,
+            a calibration cache or a model with Q/DQ nodes).
         batch_size: fixes a symbolic batch dimension (a profile of min = opt = max).
         profile: (min, opt, max) batch sizes instead of one fixed batch size.
         input_shapes: full shapes for inputs with other symbolic dimensions (e.g. sequence length).
+        calibration_data: for int8, an iterable of feed dicts (~500 representative samples).
+        calibrator: for int8, "entropy" (KL divergence, as TensorRT), "minmax" or "percentile".
+        calibration_cache: for int8, a JSON calibration table read if it matches the model, else written.
 
     Example:
         >>> wb.BuilderConfig(backend="cpu", precision="fp32", batch_size=8)
@@ -49,6 +56,9 @@ class BuilderConfig:
     batch_size: int | None = None
     profile: Profile | Sequence[int] | None = None
     input_shapes: dict[str, Sequence[int]] | None = None
+    calibration_data: Iterable[dict] | None = None
+    calibrator: str = "entropy"
+    calibration_cache: str | os.PathLike | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
