@@ -12,7 +12,8 @@ from workbench.builder import BuilderConfig, Profile  # noqa: E402
 from workbench.ir import Graph, load  # noqa: E402
 from workbench.passes import FusionReport, optimize  # noqa: E402
 from workbench.runtime import Engine, ExecutionContext, build  # noqa: E402
+from workbench.evaluate.compare import compare, compare_layers  # noqa: E402
 from workbench.viz import render_svg, view  # noqa: E402
 
-__all__ = ["load", "optimize", "FusionReport", "view", "render_svg", "build", "BuilderConfig", "Profile", "Engine", "ExecutionContext", "Graph", "errors",
+__all__ = ["load", "optimize", "FusionReport", "view", "render_svg", "build", "compare", "compare_layers", "BuilderConfig", "Profile", "Engine", "ExecutionContext", "Graph", "errors",
            "__version__"]
