@@ -16,7 +16,7 @@ from workbench.backends import get_backend
 from workbench.backends.base import Layer
 from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.network import IOSpec, Network
-from workbench.builder.precision import assign_precision
+from workbench.builder.precision import assign_precision, unique_name
 from workbench.errors import BuildError, ShapeInferenceError, UnsupportedOpError
 from workbench.ir import WORKBENCH_DOMAIN, Graph, TensorSpec, load, node_attributes, source_nodes_of
 
@@ -128,7 +128,7 @@ def _lower(graph: Graph, precision: str) -> tuple[list[Layer], dict[str, np.ndar
     for index, node in enumerate(graph.ir_graph):
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and _constant_value(node, weights):
             continue
-        name = _unique(node.name or f"{node.op_type}_{index}", names)
+        name = unique_name(node.name or f"{node.op_type}_{index}", names)
         attrs = node_attributes(node)
         if node.domain == WORKBENCH_DOMAIN:
             attrs.pop("source_nodes", None)
@@ -157,15 +157,6 @@ def _constant_value(node: ir.Node, weights: dict[str, np.ndarray]) -> bool:
         return False
     weights[node.outputs[0].name] = array
     return True
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{name}_{n}"
-    taken.add(candidate)
-    return candidate
 
 
 def _static_shape(value: ir.Value | None) -> tuple | None:

@@ -220,14 +220,6 @@ class _Rewriter:
         self.shapes.setdefault(tensor, shape)
         self.origin.setdefault(tensor, origin)
 
-    def _fresh(self, base: str, taken: set[str]) -> str:
-        name, n = base, 1
-        while name in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name)
-        return name
-
     def convert_weights(self, layers: list[Layer], plans: list[_Plan], convert: dict[str, Callable]) -> None:
         """Convert each float32 weight once: in place when every reader wants the converted
         version, else as a copy beside the original."""
@@ -246,7 +238,7 @@ class _Rewriter:
                     self.weights[name] = value
                     self.versions[name] = {tag: name}
                 else:
-                    copy = self._fresh(f"{name}/{tag}", self.tensor_names)
+                    copy = unique_name(f"{name}/{tag}", self.tensor_names)
                     self.weights[copy] = value
                     self.versions[name][tag] = copy
 
@@ -260,7 +252,7 @@ class _Rewriter:
                 continue
             spec = self.outputs.get(name)
             renamed = spec is not None and tag is not None and _tag(np.dtype(spec.dtype)) != tag
-            actual = self._fresh(f"{name}/{tag}", self.tensor_names) if renamed else name
+            actual = unique_name(f"{name}/{tag}", self.tensor_names) if renamed else name
             self._add(name, tag, actual, shape, list(layer.source_nodes))
             outputs.append(actual)
         self.layers.append(dataclasses.replace(
@@ -278,13 +270,13 @@ class _Rewriter:
         if spec is not None and tag == _tag(np.dtype(spec.dtype)):
             name = tensor                                      # the engine output itself
         else:
-            name = self._fresh(f"{tensor}/{tag}", self.tensor_names)
+            name = unique_name(f"{tensor}/{tag}", self.tensor_names)
         if tag == "tf32":
-            layer = Layer(self._fresh(f"{tensor}/round_tf32", self.layer_names), "RoundTF32", [source], [name],
+            layer = Layer(unique_name(f"{tensor}/round_tf32", self.layer_names), "RoundTF32", [source], [name],
                           domain=WORKBENCH_DOMAIN, opset=1, precision="tf32")
         else:
             target = LOW_DTYPES.get(tag, F32)
-            layer = Layer(self._fresh(f"{tensor}/reformat", self.layer_names), "Cast", [source], [name],
+            layer = Layer(unique_name(f"{tensor}/reformat", self.layer_names), "Cast", [source], [name],
                           attrs={"to": onnx_elem_type(target)}, opset=self.opset,
                           precision=tag if tag in LOW_DTYPES else self._low_of(have))
         layer.source_nodes = list(self.origin.get(tensor, [tensor]))
@@ -301,6 +293,16 @@ class _Rewriter:
         for name, spec in self.outputs.items():
             if name in self.versions and name not in self.versions[name].values():
                 self.version(name, _tag(np.dtype(spec.dtype)))
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`... whichever is free; the name is added to `taken`."""
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}_{n}"
+    taken.add(name)
+    return name
 
 
 def _saturate(weight: np.ndarray, dtype: np.dtype) -> np.ndarray:
