@@ -32,11 +32,14 @@ def test_round_trip_gives_identical_outputs(engine, tmp_path):
     assert "manifest.json" in names and all(n.endswith((".json", ".npy")) for n in names)
 
 
-def test_corrupt_plan_is_refused(engine, tmp_path):
+@pytest.mark.parametrize("member", ["weights/00000.npy", "manifest.json"])
+def test_corrupt_plan_is_refused(engine, member):
     data = bytearray(engine.to_bytes())
-    index = data.find(b'"layers"')
-    data[index + 20] ^= 0x01                      # one flipped bit inside the manifest
-    with pytest.raises(PlanFormatError, match="checksum mismatch in 'manifest.json'|corrupt"):
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)   # the member's bytes
+    data[start + info.compress_size // 2] ^= 0x01                                   # one flipped bit
+    with pytest.raises(PlanFormatError, match=f"checksum mismatch in '{member}'|corrupt"):
         wb.Engine.load(bytes(data))
 
 

@@ -113,9 +113,9 @@ def test_weight_only_accuracy_and_plan_size(weight_only, fp32, data, tmp_path):
     assert (tmp_path / "q.wbplan").stat().st_size == size
     print(f"plan bytes {size} / {size0} = {size / size0:.3f}, weight bytes ratio "
           f"{engine.weight_bytes / engine0.weight_bytes:.3f}")
-    # weights alone are 0.256x; the plan's fixed part (manifest, npy/zip headers, float biases) is
-    # ~10-15 KB, a large share of this 0.2 MB model, so the whole plan lands at ~0.32x
-    assert size <= 0.33 * size0
+    # weights alone are 0.256x; the plan's fixed part (npy/zip headers, float biases, the deflated
+    # manifest) is a visible share of this 0.2 MB model: the whole plan lands at ~0.28x
+    assert size <= 0.3 * size0
     reloaded = wb.Engine.load(tmp_path / "q.wbplan")
     np.testing.assert_array_equal(predict(reloaded, data[0][:32], 32), predict(engine, data[0][:32], 32))
 
