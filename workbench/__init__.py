@@ -13,9 +13,10 @@ from workbench.ir import Graph, load  # noqa: E402
 from workbench.passes import FusionReport, optimize  # noqa: E402
 from workbench.runtime import Engine, ExecutionContext, build  # noqa: E402
 from workbench.evaluate.compare import compare, compare_layers  # noqa: E402
+from workbench.evaluate.sweep import sweep  # noqa: E402
 from workbench.quant.graph_weights import is_2to4, prune_2to4, quantize_weights_int8  # noqa: E402
 from workbench.viz import render_svg, view  # noqa: E402
 
 __all__ = ["load", "optimize", "FusionReport", "view", "render_svg", "build", "BuilderConfig", "Profile", "Engine",
-           "ExecutionContext", "Graph", "compare", "compare_layers", "prune_2to4", "is_2to4", "quantize_weights_int8",
+           "ExecutionContext", "Graph", "compare", "compare_layers", "sweep", "prune_2to4", "is_2to4", "quantize_weights_int8",
            "errors", "__version__"]
