@@ -58,3 +58,25 @@ def test_explore_fusions_notebook_reproduces_the_figure():
     assert errors and max(errors) <= 1e-5
     assert "fuse_conv_act" in text and "merge_parallel_convs" in text
     assert images >= 1                                   # the op-count plot
+
+
+@pytest.mark.slow
+def test_precision_sweep_notebook_shows_every_precision_and_both_plots():
+    notebook = execute("03_precision_sweep.ipynb")
+    text, images = outputs_of(notebook)
+    for precision in ("fp32", "tf32", "fp16", "bf16", "int8"):
+        assert precision in text
+    assert "throughput.per_s" in text and "accuracy" in text
+    assert images >= 2                                   # plot_sweep and plot_pareto
+
+
+@pytest.mark.slow
+def test_int8_calibration_notebook_compares_calibrators_and_reuses_the_cache():
+    notebook = execute("04_int8_calibration.ipynb")
+    text, images = outputs_of(notebook)
+    accuracy = {name: float(value) for name, value in
+                re.findall(r"^\s*(fp32|entropy|minmax|percentile)\s+([\d.]+)\s+[-\d.]+\s*$", text, re.M)}
+    assert set(accuracy) == {"fp32", "entropy", "minmax", "percentile"}
+    assert abs(accuracy["entropy"] - accuracy["fp32"]) <= 0.5
+    assert "calibration cache hit" in text
+    assert images >= 2                                   # the histograms and the accuracy bars
