@@ -27,6 +27,7 @@ from workbench.quant.errors import SparsityError
 from workbench.quant.insert_qdq import (QUANTIZABLE_OPS, _drop_float_weights, _fresh, _is_candidate,
                                         _is_constant, _name_output, _weight_axis, check_qdq_opset)
 from workbench.quant.quantize import quantize, weight_scales
+from workbench.quant.weight_only import along
 
 __all__ = ["quantize_weights_int8", "prune_2to4", "is_2to4", "WEIGHT_OPS"]
 
@@ -86,7 +87,7 @@ def quantize_weights_int8(graph: Graph):
         if key not in done:
             q, s, done[key] = _int8_weight(g, node, w, array, axis, ir_version)
             replaced.append(w)
-            deq = q.astype(np.float32) * _along(s, q.ndim, axis)
+            deq = q.astype(np.float32) * along(s, q.ndim, axis, dtype=np.float32)
             err = np.abs(array.astype(np.float64) - deq.astype(np.float64))
             rows.append({"tensor": w.name, "node": _node_name(node), "shape": tuple(array.shape),
                          "fp32_bytes": int(array.nbytes), "int8_bytes": int(q.nbytes + s.nbytes),
@@ -113,14 +114,6 @@ def _int8_weight(graph: ir.Graph, node: ir.Node, w: ir.Value, array: np.ndarray,
                  name=unique_node_name(graph, f"{_node_name(node)}/weight_dq"))
     graph.insert_before(node, dq)
     return q, scale, _name_output(graph, dq, f"{base}_dequantized", ir.DataType.FLOAT, array.shape)
-
-
-def _along(s: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
-    if s.ndim == 0 or axis is None:
-        return s.astype(np.float32)
-    shape = [1] * ndim
-    shape[axis % ndim] = s.size
-    return s.astype(np.float32).reshape(shape)
 
 
 # -- 2:4 sparsity --------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ def weight_only_report(weights: dict[str, np.ndarray], axis: int | None | dict[s
         q, s = quantize_weights(w, ax)
         dq = dequantize_weights(q, s, ax)
         err = np.abs(w.astype(np.float64) - dq)
-        half = np.broadcast_to(_along(s, w.ndim, ax) / 2.0, w.shape)
+        half = np.broadcast_to(along(s, w.ndim, ax) / 2.0, w.shape)
         norm = float(np.linalg.norm(w))
         rows.append({"name": name, "shape": tuple(w.shape), "bytes.fp32": w.nbytes,
                      "bytes.int8": q.nbytes + s.nbytes, "size_ratio": size_ratio(w, q, s),
@@ -65,9 +65,10 @@ def weight_only_report(weights: dict[str, np.ndarray], axis: int | None | dict[s
     return pd.DataFrame(rows)
 
 
-def _along(s: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+def along(s: np.ndarray, ndim: int, axis: int | None, dtype=np.float64) -> np.ndarray:
+    """Per-channel scales `s` shaped to broadcast along `axis` of an `ndim`-D tensor."""
     if s.ndim == 0 or axis is None:
-        return s.astype(np.float64)
+        return s.astype(dtype)
     shape = [1] * ndim
     shape[axis % ndim] = s.size
-    return s.astype(np.float64).reshape(shape)
+    return s.astype(dtype).reshape(shape)
