@@ -17,6 +17,7 @@ from workbench.backends.base import Layer
 from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.network import IOSpec, Network
 from workbench.builder.precision import assign_precision, unique_name
+from workbench.quant.insert_qdq import has_qdq
 from workbench.errors import BuildError, ShapeInferenceError, UnsupportedOpError
 from workbench.ir import WORKBENCH_DOMAIN, Graph, TensorSpec, load, node_attributes, source_nodes_of
 
@@ -29,8 +30,9 @@ def build_network(graph: Graph, config: BuilderConfig | None = None) -> Network:
     started = time.perf_counter()
     backend = get_backend(config.backend)
     profile = config.batch_profile
-    if config.precision == "int8":
-        graph = _quantize(graph, config)
+    if config.precision == "int8" and not has_qdq(graph):
+        raise BuildError(f"{graph.source}: precision='int8' needs a graph with QuantizeLinear/DequantizeLinear "
+                         "nodes; wb.build calibrates and inserts them (build_network does not run engines)")
     graph, batch_axes = _fix_input_shapes(graph, config, profile)
     layers, weights = _lower(graph, config.precision)
     dynamic = profile is not None and profile.min != profile.max
@@ -47,22 +49,6 @@ def build_network(graph: Graph, config: BuilderConfig | None = None) -> Network:
             "build_seconds": round(time.perf_counter() - started, 4)}
     log.info("built %d layers for %s in %.3f s", len(layers), backend.name, meta["build_seconds"])
     return Network(layers, weights, inputs, outputs, backend.name, config.precision, profile, meta)
-
-
-def _quantize(graph: Graph, config: BuilderConfig) -> Graph:
-    """INT8: calibrate (or read the cache, or honour the model's own Q/DQ) and insert Q/DQ, which the
-    CPU kernels execute exactly (integer values, float64 accumulation, one requantization)."""
-    from workbench.quant.errors import CalibrationError
-    from workbench.quant.insert_qdq import has_qdq
-    from workbench.quant.ptq import quantize_int8
-    if config.calibration_data is None and config.calibration_cache is None and not has_qdq(graph):
-        raise CalibrationError(
-            f"{graph.source}: precision='int8' needs calibration: pass BuilderConfig(calibration_data=...) "
-            "(an iterable of feed dicts, ~500 representative samples), or calibration_cache= a table written "
-            "for this model, or build a model that already holds QuantizeLinear/DequantizeLinear nodes")
-    quantized, _ = quantize_int8(graph, config.calibration_data, calibrator=config.calibrator,
-                                 cache=config.calibration_cache)
-    return quantized
 
 
 def _fix_input_shapes(graph: Graph, config: BuilderConfig, profile: Profile | None):

@@ -9,7 +9,10 @@ import pandas as pd
 from workbench.backends import get_backend
 from workbench.builder import BuilderConfig, Network, build_network
 from workbench.ir import Graph, load
+from workbench.quant.errors import CalibrationError
+from workbench.quant.insert_qdq import has_qdq
 from workbench.runtime import plan
+from workbench.runtime.calibration import quantize_int8
 from workbench.runtime.context import ExecutionContext
 
 __all__ = ["Engine", "build"]
@@ -23,7 +26,23 @@ def build(graph: Graph | Any, config: BuilderConfig | None = None) -> "Engine":
     """
     if not isinstance(graph, Graph):
         graph = load(graph)
-    return Engine(build_network(graph, config or BuilderConfig()))
+    config = config or BuilderConfig()
+    if config.precision == "int8":
+        graph = _quantize(graph, config)
+    return Engine(build_network(graph, config))
+
+
+def _quantize(graph: Graph, config: BuilderConfig) -> Graph:
+    """INT8: calibrate (or read the cache, or honour the model's own Q/DQ) and insert Q/DQ, which the
+    CPU kernels execute exactly (integer values, float64 accumulation, one requantization)."""
+    if config.calibration_data is None and config.calibration_cache is None and not has_qdq(graph):
+        raise CalibrationError(
+            f"{graph.source}: precision='int8' needs calibration: pass BuilderConfig(calibration_data=...) "
+            "(an iterable of feed dicts, ~500 representative samples), or calibration_cache= a table written "
+            "for this model, or build a model that already holds QuantizeLinear/DequantizeLinear nodes")
+    quantized, _ = quantize_int8(graph, config.calibration_data, calibrator=config.calibrator,
+                                 cache=config.calibration_cache)
+    return quantized
 
 
 class Engine:

@@ -11,10 +11,10 @@ import workbench as wb
 from conftest import rel_l2, tiny_cnn
 from workbench.evaluate.datasets import digits_model_path, digits_test, digits_train
 from workbench.evaluate.metrics import accuracy, predict
-from workbench.quant import ptq
+from workbench.runtime import calibration as ptq
 from workbench.quant.errors import CalibrationError, QuantizationError
 from workbench.quant.insert_qdq import DECISIONS_KEY, calibration_tensors, insert_qdq, plan_qdq
-from workbench.quant.ptq import calibrate_graph, quantize_int8
+from workbench.runtime.calibration import calibrate_graph, quantize_int8
 from workbench.quant.table import CalibrationTable, model_hash
 
 PROFILE = (1, 32, 64)
@@ -205,7 +205,7 @@ def test_cache_is_read_back_without_calibrating(graph, batches, tmp_path, monkey
         raise AssertionError("calibrate ran although the cache holds this model's table")
 
     monkeypatch.setattr(ptq, "calibrate", no_calibration)
-    with caplog.at_level(logging.INFO, logger="workbench.quant.ptq"):
+    with caplog.at_level(logging.INFO, logger="workbench.runtime.calibration"):
         again = calibrate_graph(graph, batches, "minmax", cache=path)
         qgraph, table = quantize_int8(graph, cache=path, calibrator="minmax")    # no data: the cache suffices
     assert f"calibration cache hit: {path}" in caplog.text

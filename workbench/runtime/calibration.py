@@ -7,6 +7,10 @@ other tactics) reads it back instead of calibrating again, and a table of anothe
 A model that already carries Q/DQ nodes (quantization-aware training) needs neither: it is explicitly
 quantized and its scales win.
 
+It lives in runtime, not quant, because calibrating means running an FP32 engine: quant holds the
+pure pieces (calibrators, tables, Q/DQ insertion), this module drives them with an engine, and
+`wb.build(..., BuilderConfig(precision="int8"))` calls it before the builder sees the graph.
+
     qgraph, table = quantize_int8(graph, batches, calibrator="entropy", cache="digits.calib.json")
     engine = wb.build(qgraph, wb.BuilderConfig(profile=(1, 32, 64)))
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from workbench.builder import BuilderConfig, build_network
 from workbench.ir import Graph
 from workbench.passes.edit import STANDARD_DOMAINS, const_array
 from workbench.quant.calibrate import Calibrator, calibrate, make_calibrator
@@ -230,8 +235,7 @@ class _CalibrationRunner:
         return context.run(feed, keep=self.keep)
 
     def _build(self, batch: int | None, old, shapes: dict):
-        from workbench.builder import BuilderConfig     # calibration runs the engine: import late,
-        from workbench.runtime import build             # the builder may one day import quant
+        from workbench.runtime.engine import Engine     # engine.py imports this module
 
         ranged = None
         if self.batched and batch is not None:
@@ -241,5 +245,5 @@ class _CalibrationRunner:
         config = BuilderConfig(backend="cpu", precision="fp32", profile=ranged, input_shapes=input_shapes)
         logger.debug("calibration engine for %s: profile %s, input shapes %s", self.graph.name, ranged,
                      input_shapes)
-        engine = build(self.graph, config)
+        engine = Engine(build_network(self.graph, config))
         return engine.profile, engine.create_context()
