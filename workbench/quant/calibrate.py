@@ -19,7 +19,7 @@ With fewer finite values than quantization levels (128) the entropy calibrator f
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,7 +29,7 @@ from workbench.quant.stats import TensorStats
 from workbench.quant.table import CalibrationTable
 
 __all__ = ["TensorStats", "Calibrator", "MinMaxCalibrator", "PercentileCalibrator", "EntropyCalibrator",
-           "kl_divergences", "amax_to_scale", "make_calibrator", "calibrate"]
+           "kl_divergences", "amax_to_scale", "make_calibrator", "calibrate", "feed_iterator"]
 
 logger = logging.getLogger(__name__)
 QMAX = 127
@@ -167,6 +167,19 @@ def _batch_size(feed: Mapping) -> int:
     return int(first[0]) if first else 1
 
 
+def feed_iterator(data, refusal: str) -> tuple[Iterator, int | None]:
+    """An iterator over `data` and its length when it has one (lists do, generators do not);
+    CalibrationError(`refusal`, the type) when `data` cannot be iterated."""
+    try:
+        total = len(data)
+    except TypeError:
+        total = None
+    try:
+        return iter(data), total
+    except TypeError:
+        raise CalibrationError(f"{refusal}, got {type(data).__name__}") from None
+
+
 def calibrate(run_fn: Callable[[dict], Mapping], tensors: Iterable[str], data: Iterable[Mapping],
               calibrator: Calibrator, *, progress: Callable[[int, int | None], None] | None = None,
               model_hash: str = "", nbins: int = 2048) -> CalibrationTable:
@@ -186,15 +199,7 @@ def calibrate(run_fn: Callable[[dict], Mapping], tensors: Iterable[str], data: I
         raise CalibrationError("calibrate: no tensors to calibrate were given")
     if isinstance(data, Mapping):
         raise CalibrationError("calibrate: data is a single feed dict; pass an iterable of them, e.g. [feed]")
-    try:
-        total = len(data)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    try:
-        feeds = iter(data)
-    except TypeError:
-        raise CalibrationError(f"calibrate: data must be an iterable of feed dicts, "
-                               f"got {type(data).__name__}") from None
+    feeds, total = feed_iterator(data, "calibrate: data must be an iterable of feed dicts")
     stats = {n: TensorStats(n, nbins) for n in names}
     batches = samples = 0
     inputs = None

@@ -27,7 +27,7 @@ import numpy as np
 from workbench.builder import BuilderConfig, build_network
 from workbench.ir import Graph
 from workbench.passes.edit import STANDARD_DOMAINS, const_array
-from workbench.quant.calibrate import Calibrator, calibrate, make_calibrator
+from workbench.quant.calibrate import Calibrator, calibrate, feed_iterator, make_calibrator
 from workbench.quant.errors import CalibrationError
 from workbench.quant.insert_qdq import (QUANTIZABLE_OPS, calibration_tensors, check_qdq_opset, has_qdq,
                                         insert_qdq)
@@ -170,15 +170,8 @@ def _feeds(data, batch_size: int | None) -> Iterable[Mapping]:
                                    "or give batch_size= to split its arrays into batches")
         length = math.ceil(_leading_dim(data, 0) / batch_size)
         return _Sized(list(_split(data, batch_size, 0)), length)
-    try:
-        length = len(data) if batch_size is None else None
-    except TypeError:
-        length = None
-    try:
-        items = iter(data)
-    except TypeError:
-        raise CalibrationError(f"calibration data must be an iterable of feed dicts, got "
-                               f"{type(data).__name__}: {_PROVIDE}") from None
+    items, length = feed_iterator(data, f"calibration data must be an iterable of feed dicts ({_PROVIDE})")
+    length = length if batch_size is None else None
     end = object()
     first = next(items, end)
     if first is end:
