@@ -3,6 +3,7 @@ each `run` checks the feeds, executes layers in order and frees each activation 
 last reader."""
 from __future__ import annotations
 
+import collections
 import logging
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -42,8 +43,8 @@ class ExecutionContext:
         Args:
             keep: names of intermediate tensors to return as well (for layer-wise comparison).
         """
-        env: dict[str, Any] = dict(self.engine.weights)
-        env.update(self._check_feeds(feeds))
+        # activations go in the first map; weights are read through, never copied per run
+        env = collections.ChainMap(self._check_feeds(feeds), self.engine.weights)
         keep = set(keep or ()) | {o.name for o in self.engine.outputs}
         with np.errstate(all="ignore"):
             for index, (layer, tactic, state) in enumerate(self._steps):
