@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import platform
 import subprocess
 import time
 from pathlib import Path
@@ -41,7 +42,9 @@ def main() -> None:
         print(f"{name:24s} {report.nodes_before:5d} -> {report.nodes_after:4d} nodes  {seconds:5.2f} s  {per_pass}")
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    device = f"CPU {platform.processor() or platform.machine()} (optimize_s is host time)"
     Path(args.out).write_text(json.dumps({"date": datetime.date.today().isoformat(), "revision": revision,
+                                          "device": device,
                                           "workbench": wb.__version__, "rows": rows}, indent=1))
 
 
