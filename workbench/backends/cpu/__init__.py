@@ -2,14 +2,19 @@
 oracle every other backend's tactics are compared with."""
 from __future__ import annotations
 
+import os
+import platform
+
 import numpy as np
 
 from workbench.backends.base import Layer, PerfCounterTimer, Tactic
 from workbench.backends.cpu import ops as _ops  # noqa: F401  (registers the kernels)
 from workbench.backends.cpu.registry import KERNELS, lookup
-from workbench.backends.cpu.tactics import NumpyTactic
+from workbench.backends.cpu.tactics import NumpyTactic, SgemmTactic
 
-__all__ = ["CpuBackend", "declared_ops"]
+__all__ = ["CpuBackend", "declared_ops", "SOURCES"]
+
+SOURCES = ("numpy", "blas")     # tactic sources: the float64-accumulating oracle, float32 BLAS
 
 
 def declared_ops(domain: str = "") -> list[str]:
@@ -19,10 +24,17 @@ def declared_ops(domain: str = "") -> list[str]:
 
 class CpuBackend:
     name = "cpu"
-    version = "1"
+    version = "2"
+    preferred_layout = ""
 
-    def __init__(self):
-        self._tactics: list[Tactic] = [NumpyTactic()]
+    def __init__(self, sources=None):
+        self.sources = list(SOURCES if sources is None else sources)
+        every = [NumpyTactic(), SgemmTactic()]
+        self._tactics: list[Tactic] = [t for t in every if t.name.split(".")[0] in self.sources]
+
+    @property
+    def device(self) -> str:
+        return f"cpu:{platform.machine()}:{platform.processor() or 'unknown'}:{os.cpu_count()}cores"
 
     def supports(self, layer: Layer) -> bool:
         return lookup(layer.domain, layer.op) is not None
@@ -35,6 +47,27 @@ class CpuBackend:
             if t.name == name:
                 return t
         raise KeyError(f"CPU backend has no tactic {name!r} (layer {layer.name!r})")
+
+    # moving data: the host is the device here
+    def upload(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def download(self, array: np.ndarray) -> np.ndarray:
+        return np.asarray(array)
+
+    def empty(self, shape, dtype) -> np.ndarray:
+        return np.empty(shape, dtype)
+
+    def random(self, shape, dtype, seed: int) -> np.ndarray:
+        """Nonzero test data for the autotuner: normal floats, 0/1 integers and booleans."""
+        rng = np.random.default_rng(seed)
+        dtype = np.dtype(dtype)
+        if dtype.kind == "f":
+            return (rng.standard_normal(shape, dtype=np.float32) * 0.5 + 0.1).astype(dtype)
+        return rng.integers(0, 2, shape).astype(dtype)
+
+    def stream(self) -> None:
+        return None
 
     def allocate(self, nbytes: int) -> np.ndarray:
         return np.empty(nbytes, dtype=np.uint8)

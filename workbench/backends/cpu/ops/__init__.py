@@ -3,4 +3,4 @@
 from workbench.backends.cpu.ops import (activation, elementwise, generators, indexing, nn, normalization,  # noqa: F401
                                         pooling, quantize, reduce, shape)
 from workbench.backends.cpu.ops import fused_conv, fused_gemm, fused_pointwise, fused_transformer, views  # noqa: F401
-from workbench.backends.cpu.ops import precision  # noqa: F401  (workbench::RoundTF32)
+from workbench.backends.cpu.ops import layout, precision  # noqa: F401  (workbench::Reformat, RoundTF32)

@@ -10,6 +10,7 @@ kernels); integer ops accumulate exactly in float64 (products of <=16-bit intege
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import itertools
 
@@ -29,13 +30,19 @@ def acc_dtype(dt) -> np.dtype:
     return np.dtype(np.float32)
 
 
+# False inside the CPU backend's "blas.sgemm" tactic: float32 BLAS, several times faster than the
+# oracle's float64 accumulation and within fp32 tolerance of it (a context variable, so threads and
+# concurrent contexts each see their own setting)
+ACCUMULATE_F64: contextvars.ContextVar[bool] = contextvars.ContextVar("accumulate_f64", default=True)
+
+
 def dot_dtype(dt) -> np.dtype:
     """Accumulation dtype of Conv/MatMul/Gemm reductions: float64 for float32 inputs, so the oracle's
     rounding error does not grow with depth (K-long float32 sums differ by ~sqrt(K)*eps between two
     orders of summation, which over 50 layers reaches 1e-5); half types accumulate in float32 like
     GPU tensor cores; the output is rounded once to the input dtype."""
     dt = np.dtype(dt)
-    return np.dtype(np.float64) if dt == np.float32 else acc_dtype(dt)
+    return np.dtype(np.float64) if dt == np.float32 and ACCUMULATE_F64.get() else acc_dtype(dt)
 
 
 @dataclasses.dataclass(frozen=True)
