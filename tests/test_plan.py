@@ -95,3 +95,16 @@ def test_plan_holds_no_pickle(engine):
         for name in archive.namelist():
             if name.endswith(".npy"):
                 np.load(io.BytesIO(archive.read(name)), allow_pickle=False)   # raises if pickled
+
+
+def test_a_gpu_plan_is_refused_on_another_gpu_or_without_one(tmp_path):
+    import workbench as wb
+    from workbench.errors import PlanFormatError
+    from workbench.evaluate.datasets import digits_model_path
+    engine = wb.build(wb.load(digits_model_path()), wb.BuilderConfig(batch_size=1, builder_level=0))
+    engine.network.backend = "cuda"                       # as if tuned on a GPU this machine does not have
+    engine.network.meta["device"] = "NVIDIA Imaginary GPU (sm_99)"
+    path = tmp_path / "gpu.wbplan"
+    engine.save(path)
+    with pytest.raises(PlanFormatError, match="NVIDIA Imaginary GPU"):
+        wb.Engine.load(path)

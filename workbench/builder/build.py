@@ -6,6 +6,7 @@ cannot run; pick a tactic per layer; keep only the weights some layer reads.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -13,10 +14,16 @@ import numpy as np
 import onnx_ir as ir
 
 from workbench.backends import get_backend
+from workbench.builder.autotune import autotune
+from workbench.builder.layout import assign_layout
+from workbench.builder.memory_specs import plan_engine_memory, refresh_specs, tensor_specs, value_shapes
+from workbench.builder.timing_cache import TimingCache
 from workbench.backends.base import Layer
 from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.network import IOSpec, Network
 from workbench.builder.precision import assign_precision, unique_name
+from workbench.builder.precision_policy import LayerChoice, apply_policy, describe, needs_int8, uses_policy
+from workbench.quant.sparsity_mode import prepare_sparsity, sparsity_meta
 from workbench.quant.insert_qdq import has_qdq
 from workbench.errors import BuildError, ShapeInferenceError, UnsupportedOpError
 from workbench.ir import WORKBENCH_DOMAIN, Graph, TensorSpec, load, node_attributes, source_nodes_of
@@ -25,30 +32,60 @@ __all__ = ["build_network"]
 log = logging.getLogger(__name__)
 
 
-def build_network(graph: Graph, config: BuilderConfig | None = None) -> Network:
+def build_network(graph: Graph, config: BuilderConfig | None = None, *,
+                  precisions: dict[str, LayerChoice] | None = None) -> Network:
+    """`precisions`: per-layer decisions already taken (by wb.build, around int8 calibration),
+    keyed by each layer's first output tensor; see builder/precision_policy.py."""
     config = config or BuilderConfig()
     started = time.perf_counter()
-    backend = get_backend(config.backend)
+    backend = get_backend(config.backend, config.tactic_sources)
     profile = config.batch_profile
-    if config.precision == "int8" and not has_qdq(graph):
-        raise BuildError(f"{graph.source}: precision='int8' needs a graph with QuantizeLinear/DequantizeLinear "
-                         "nodes; wb.build calibrates and inserts them (build_network does not run engines)")
+    if precisions is None and needs_int8(config) and not has_qdq(graph):
+        raise BuildError(f"{graph.source}: int8 (precision={describe(config)!r} or an override) needs a graph with "
+                         "QuantizeLinear/DequantizeLinear nodes; wb.build calibrates and inserts them "
+                         "(build_network does not run engines)")
+    original = graph
     graph, batch_axes = _fix_input_shapes(graph, config, profile)
-    layers, weights = _lower(graph, config.precision)
+    graph, sparsity = prepare_sparsity(graph, config.sparsity)
+    layers, weights = _lower(graph, config.precision if isinstance(config.precision, str) else "fp32")
+    sparse_meta = sparsity_meta(graph, layers, sparsity) if sparsity else {}
     dynamic = profile is not None and profile.min != profile.max
     inputs = [_io_spec(s, batch_axes.get(s.name), dynamic) for s in graph.inputs]
     outputs = [_io_spec(s, None, False) for s in graph.outputs]
-    if config.precision != "int8":
+    precision_meta = None
+    if precisions is not None or uses_policy(config):
+        layers, weights, precision_meta = apply_policy(layers, weights, inputs, outputs, config, backend, precisions,
+                                                       batch=profile.opt if profile else 1)
+    elif config.precision != "int8":
         layers, weights = assign_precision(layers, weights, inputs, outputs, config.precision)
+    specs = tensor_specs(graph, layers, weights, inputs)
+    if getattr(backend, "preferred_layout", "") == "NHWC":
+        shapes = {name: shape for name, (shape, _) in specs.items()}
+        layers = assign_layout(layers, weights, [o.name for o in graph.outputs], shapes)
+        refresh_specs(specs, shapes, layers)
     _check_supported(layers, backend, graph.source)
-    for layer in layers:
-        layer.tactic = backend.tactics(layer)[0].name
+    cache = TimingCache(config.timing_cache)
+    build_log = autotune(layers, weights, specs, backend, level=config.builder_level, cache=cache,
+                         max_workspace_bytes=config.max_workspace_bytes, progress=config.progress)
+    cache.save()
     used = {name for layer in layers for name in layer.inputs} | {o.name for o in graph.outputs}
     weights = {k: v for k, v in weights.items() if k in used}
+    max_shapes = _max_batch_shapes(original, config, profile, specs, value_shapes(graph))
+    memory = plan_engine_memory(layers, weights, specs, inputs, outputs, backend, max_shapes)
+    tensors = {name: {"shape": None if shape is None else list(shape), "dtype": dtype,
+                      "max_shape": None if (max_shapes or {}).get(name) is None else list(max_shapes[name])}
+               for name, (shape, dtype) in specs.items() if name not in weights}
     meta = {"model": graph.name, "source": graph.source, "opsets": dict(graph.model.opset_imports),
-            "build_seconds": round(time.perf_counter() - started, 4)}
-    log.info("built %d layers for %s in %.3f s", len(layers), backend.name, meta["build_seconds"])
-    return Network(layers, weights, inputs, outputs, backend.name, config.precision, profile, meta)
+            "build_seconds": round(time.perf_counter() - started, 4), "device": getattr(backend, "device", backend.name),
+            "backend_version": str(getattr(backend, "version", "")), "builder_level": config.builder_level,
+            "timing_cache": {"path": str(config.timing_cache) if config.timing_cache else None,
+                             "hits": cache.hits, "misses": cache.misses},
+            "build_log": [dataclasses.asdict(row) for row in build_log], "memory": memory,
+            "tensors": tensors, "batch": None if profile is None else profile.opt}
+    log.info("built %d layers for %s in %.3f s (timing cache: %d hits, %d misses)", len(layers), backend.name,
+             meta["build_seconds"], cache.hits, cache.misses)
+    meta.update(sparse_meta, **({"precision": precision_meta} if precision_meta else {}))
+    return Network(layers, weights, inputs, outputs, backend.name, describe(config), profile, meta)
 
 
 def _fix_input_shapes(graph: Graph, config: BuilderConfig, profile: Profile | None):
@@ -93,6 +130,30 @@ def _fix_input_shapes(graph: Graph, config: BuilderConfig, profile: Profile | No
         return load(proto), batch_axes
     except ShapeInferenceError as exc:
         raise ShapeInferenceError(f"with input shapes {new_shapes}: {exc}") from None
+
+
+def _max_batch_shapes(graph: Graph, config: BuilderConfig, profile: Profile | None,
+                      specs: dict, at_opt: dict) -> dict | None:
+    """Shapes at the profile's max batch (the memory plan must hold the largest batch), by tensor
+    name, in each tensor's own layout. Tensors the builder added ("x/to_nhwc", "x/reformat") are
+    sized like the model value they derive from."""
+    if profile is None or profile.max == profile.opt:
+        return None
+    fixed, _ = _fix_input_shapes(graph, config, Profile(profile.max, profile.max, profile.max))
+    at_max = value_shapes(fixed)
+    result = {}
+    for name, (shape, _) in specs.items():
+        base = name
+        while base not in at_opt and "/" in base:
+            base = base.rsplit("/", 1)[0]
+        small, big = at_opt.get(base), at_max.get(base)
+        if shape is None or small is None or big is None:
+            continue
+        if tuple(shape) == tuple(small):
+            result[name] = tuple(big)
+        elif len(small) == 4 and tuple(shape) == (small[0], small[2], small[3], small[1]):
+            result[name] = (big[0], big[2], big[3], big[1])
+    return result
 
 
 def _merge_given(spec: TensorSpec, given) -> list:

@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import Counter
-from typing import Callable
+from typing import Callable, Mapping
 
 import ml_dtypes
 import numpy as np
@@ -97,19 +97,25 @@ TF32_OPERANDS: dict[tuple[str, str], tuple[int, ...]] = {
 
 
 def assign_precision(layers: list[Layer], weights: dict[str, np.ndarray], inputs: list[IOSpec],
-                     outputs: list[IOSpec], precision: str) -> tuple[list[Layer], dict[str, np.ndarray]]:
+                     outputs: list[IOSpec], precision: str | Mapping[str, str]
+                     ) -> tuple[list[Layer], dict[str, np.ndarray]]:
     """Give every layer its precision and make the dtypes follow: convert weights, insert Cast
     (fp16/bf16) or RoundTF32 (tf32) layers. The arguments are not modified.
 
     Args:
         layers, weights, inputs, outputs: a lowered float32 network (`build_network`'s).
-        precision: "fp32", "tf32", "fp16" or "bf16".
+        precision: "fp32", "tf32", "fp16" or "bf16"; or a map layer name -> precision (mixed
+            precision, see workbench/builder/mixed_precision.py; layers not named stay fp32).
 
     Example:
         >>> layers, weights = assign_precision(net.layers, net.weights, net.inputs, net.outputs, "fp16")
         >>> [(l.name, l.op, l.precision) for l in layers][:2]
         [('input/reformat', 'Cast', 'fp16'), ('conv1', 'Conv', 'fp16')]
     """
+    if isinstance(precision, Mapping):
+        from workbench.builder.mixed_precision import assign_layer_precisions   # it builds on this module
+        layers, weights, _ = assign_layer_precisions(layers, weights, inputs, outputs, precision)
+        return layers, weights
     if precision == "fp32":
         return [dataclasses.replace(layer, precision="fp32") for layer in layers], dict(weights)
     dtypes = tensor_dtypes(layers, weights, inputs)
@@ -265,7 +271,8 @@ class _Rewriter:
             return self.home.get(tensor, tensor)
         if tag in have:
             return have[tag]
-        source = have.get("fp32", self.home[tensor])
+        # TF32 rounds float32 values: with only a low version (mixed precision) make the float32 one first
+        source = have.get("fp32") or (self.version(tensor, "fp32") if tag == "tf32" else self.home[tensor])
         spec = self.outputs.get(tensor)
         if spec is not None and tag == _tag(np.dtype(spec.dtype)):
             name = tensor                                      # the engine output itself

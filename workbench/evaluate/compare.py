@@ -102,7 +102,7 @@ def _reference_runner(reference: Any) -> Runner:
     if isinstance(reference, Engine):
         return _engine_runner(reference)
     if isinstance(reference, Graph):
-        return _engine_runner(build(reference, BuilderConfig(backend="cpu", precision="fp32")))
+        return _engine_runner(build(reference, BuilderConfig(backend="cpu", precision="fp32", tactic_sources=["numpy"])))
     if isinstance(reference, (str, os.PathLike)) or hasattr(reference, "SerializeToString"):
         return _onnxruntime_runner(reference)
     raise WorkbenchError(f"reference must be an Engine, a wb.Graph, an onnx.ModelProto or a path to a .onnx "
@@ -193,7 +193,7 @@ def compare_layers(engine: Engine, reference_engine: Engine | Graph, feeds: Mapp
         >>> df.loc[df["first_jump"], ["layer", "rel_l2"]]
     """
     if isinstance(reference_engine, Graph):
-        reference_engine = build(reference_engine, BuilderConfig(backend="cpu", precision="fp32"))
+        reference_engine = build(reference_engine, BuilderConfig(backend="cpu", precision="fp32", tactic_sources=["numpy"]))
     if not isinstance(reference_engine, Engine):
         raise WorkbenchError(f"reference_engine must be an Engine or a wb.Graph, got {type(reference_engine).__name__}")
     produced = {name for layer in reference_engine.layers for name in layer.outputs if name}

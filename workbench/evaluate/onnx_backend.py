@@ -38,7 +38,7 @@ class WorkbenchBackend(Backend):
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> WorkbenchRep:
         if not cls.supports_device(device):
             raise ValueError(f"device {device!r} is not supported by the workbench CPU backend")
-        return WorkbenchRep(build(load(model), BuilderConfig(backend="cpu", **kwargs)))
+        return WorkbenchRep(build(load(model), BuilderConfig(**{"backend": "cpu", "builder_level": 0, **kwargs})))
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Sequence[np.ndarray] | dict, device: str = "CPU",

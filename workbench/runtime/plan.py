@@ -81,7 +81,7 @@ def _members(network: Network) -> dict[str, bytes]:
         index[name] = {"file": member, "dtype": array.dtype.name, "shape": list(array.shape)}
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "workbench_version": __version__,
-        "backend": network.backend, "device": _device(network.backend), "precision": network.precision,
+        "backend": network.backend, "device": _device(network), "precision": network.precision,
         "profile": dataclasses.asdict(network.profile) if network.profile else None,
         "inputs": [_io(s) for s in network.inputs], "outputs": [_io(s) for s in network.outputs],
         "layers": layers, "weights": index, "meta": network.meta,
@@ -113,8 +113,25 @@ def _io(spec: IOSpec) -> dict:
             "batch_axis": spec.batch_axis}
 
 
-def _device(backend: str) -> dict:
-    return {"backend": backend}
+def _device(network: Network) -> dict:
+    """Where the engine was tuned: a CUDA engine's tactics and tile choices hold for that GPU only."""
+    return {"backend": network.backend, "name": network.meta.get("device", network.backend),
+            "backend_version": network.meta.get("backend_version", "")}
+
+
+def check_device(manifest_device: dict, label: str) -> None:
+    """Refuse a CUDA plan on another GPU (or none): its tactics were chosen and checked there."""
+    if manifest_device.get("backend") != "cuda":
+        return
+    from workbench.backends.cuda.device import cuda_available
+    if not cuda_available():
+        raise PlanFormatError(f"{label}: this plan was built for the CUDA backend on {manifest_device.get('name')}, "
+                              "and this machine has no usable GPU (or no CuPy); rebuild it with backend='cpu'")
+    from workbench.backends import get_backend
+    here = get_backend("cuda").device
+    if here != manifest_device.get("name"):
+        raise PlanFormatError(f"{label}: this plan was built and tuned on {manifest_device.get('name')}, but this "
+                              f"machine's GPU is {here}; rebuild the engine from the ONNX model on this GPU")
 
 
 def _json_default(value: Any) -> Any:
@@ -138,6 +155,7 @@ def read(source: str | os.PathLike | bytes) -> Network:
     except zipfile.LargeZipFile as exc:
         raise PlanFormatError(f"{label}: {exc}") from None
     manifest = _checked_manifest(members, label)
+    check_device(manifest.get("device") or {}, label)
     return _network(manifest, members, label)
 
 

@@ -1,0 +1,82 @@
+"""Shapes and dtypes of every tensor of a lowered network (what the autotuner feeds each layer and
+the memory planner sizes), and the engine's memory plan."""
+from __future__ import annotations
+
+import numpy as np
+
+from workbench.backends.base import Layer
+from workbench.builder.memory import plan_memory
+from workbench.builder.network import IOSpec
+from workbench.builder.precision import tensor_dtypes
+from workbench.ir import Graph
+
+__all__ = ["tensor_specs", "refresh_specs", "plan_engine_memory", "value_shapes"]
+
+
+def value_shapes(graph: Graph) -> dict[str, tuple | None]:
+    """Static shape of every value of an (inferred) graph, by name."""
+    shapes = {}
+    for spec in graph.inputs:
+        shapes[spec.name] = None if spec.shape is None or not all(isinstance(d, int) for d in spec.shape) \
+            else tuple(spec.shape)
+    for node in graph.ir_graph:
+        for value in node.outputs:
+            if value is not None and value.shape is not None and all(isinstance(d, int) for d in value.shape):
+                shapes[value.name] = tuple(value.shape)
+    return shapes
+
+
+def tensor_specs(graph: Graph, layers: list[Layer], weights: dict[str, np.ndarray],
+                 inputs: list[IOSpec]) -> dict[str, tuple[tuple | None, str]]:
+    """name -> (shape, dtype name) of every activation, at the profile's opt batch; sets each
+    layer's `output_dtypes` on the way."""
+    dtypes = tensor_dtypes(layers, weights, inputs)
+    for layer in layers:            # ops without an ONNX schema (RoundTF32, plugins): like their first input
+        first = next((dtypes.get(n) for n in layer.inputs if n and dtypes.get(n) is not None), None)
+        for name in layer.outputs:
+            if name and dtypes.get(name) is None and first is not None:
+                dtypes[name] = first
+    shapes = value_shapes(graph)
+    for layer in layers:
+        for name, shape in zip(layer.outputs, layer.output_shapes):
+            if name and shape is not None:
+                shapes[name] = tuple(shape)
+    for layer in layers:
+        layer.output_dtypes = [dtypes[n].name if n and dtypes.get(n) is not None else "" for n in layer.outputs]
+    names = set(shapes) | {n for l in layers for n in l.outputs if n}
+    return {n: (shapes.get(n), dtypes[n].name if dtypes.get(n) is not None else "") for n in names if n not in weights}
+
+
+def refresh_specs(specs: dict, shapes: dict[str, tuple | None], layers: list[Layer]) -> None:
+    """After layout assignment: new shapes for NHWC tensors and dtypes for the Reformat layers' outputs."""
+    for layer in layers:
+        in_dtype = specs.get(layer.inputs[0], (None, ""))[1] if layer.inputs else ""
+        for i, name in enumerate(layer.outputs):
+            if not name:
+                continue
+            dtype = specs[name][1] if name in specs else in_dtype
+            if layer.op == "Reformat":
+                dtype = in_dtype
+            specs[name] = (shapes.get(name), dtype)
+            if i < len(layer.output_dtypes):
+                layer.output_dtypes[i] = dtype
+            else:
+                layer.output_dtypes.append(dtype)
+
+
+def plan_engine_memory(layers: list[Layer], weights: dict, specs: dict, inputs: list[IOSpec],
+                       outputs: list[IOSpec], backend, max_shapes: dict[str, tuple] | None = None) -> dict:
+    """The arena plan at the largest batch the engine accepts; views alias their source."""
+    sizes = {}
+    for name, (shape, dtype) in specs.items():
+        shape = (max_shapes or {}).get(name, shape)
+        if shape is not None and None not in shape and dtype and name not in weights:
+            sizes[name] = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    aliases = {}
+    for layer in layers:
+        tactic = backend.tactic(layer.tactic, layer)
+        if getattr(tactic, "is_view", False) and layer.inputs and layer.inputs[0] in sizes:
+            aliases.update({o: layer.inputs[0] for o in layer.outputs if o})
+    plan = plan_memory([(l.inputs, l.outputs) for l in layers], sizes, [s.name for s in inputs],
+                       [s.name for s in outputs], aliases)
+    return {**plan.report(), "offsets": plan.offsets, "sizes": plan.sizes, "aliases": plan.aliases}

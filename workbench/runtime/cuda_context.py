@@ -1,0 +1,161 @@
+"""`CudaExecutionContext`: runs a CUDA engine. Everything is allocated once: one arena holds every
+activation at the offsets the memory planner chose, weights are uploaded when the context is made.
+With static shapes the whole run is captured as a CUDA graph after one warm-up run and replayed:
+no Python per layer, no launch gaps. Each context owns its stream, arena and graph, and a lock, so
+several contexts of one engine run in different threads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from workbench.backends.cuda.device import cupy
+from workbench.errors import ExecutionError
+from workbench.runtime.context import check_feeds
+
+if TYPE_CHECKING:
+    from workbench.runtime.engine import Engine
+
+__all__ = ["CudaExecutionContext"]
+log = logging.getLogger(__name__)
+
+
+class CudaExecutionContext:
+    def __init__(self, engine: "Engine", cuda_graph: bool | None = None):
+        cp = cupy()
+        self.engine = engine
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        plan = engine.meta.get("memory") or {}
+        self._offsets: dict[str, int] = plan.get("offsets", {})
+        self.arena = cp.empty(max(int(plan.get("arena_bytes") or 0), 256), dtype=cp.uint8)
+        with self.stream:
+            self.weights = {name: cp.asarray(array) for name, array in engine.weights.items()}
+            self._steps = []
+            for layer in engine.layers:
+                tactic = engine.backend.tactic(layer.tactic, layer)
+                self._steps.append((layer, tactic, tactic.prepare(layer, engine.weights)))
+        self.stream.synchronize()
+        static = engine.profile is None or engine.profile.min == engine.profile.max
+        blockers = [l.name for l, t, _ in self._steps if not getattr(t, "capturable", True)]
+        self.uses_cuda_graph = static and not blockers if cuda_graph is None else bool(cuda_graph)
+        if cuda_graph is None and static and blockers:
+            log.info("no CUDA graph: layers %s run host tactics", blockers[:5])
+        self._graph = None
+        self._views: dict[int | None, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- memory -----------------------------------------------------------------------------
+    def _tensors(self, batch: int | None) -> dict[str, Any]:
+        """Arena views of every activation at this batch (built once per batch), weights, and views."""
+        if batch not in self._views:
+            cp = cupy()
+            shapes, dtypes = self.engine.tensor_shapes(batch), self.engine.tensor_dtypes()
+            env: dict[str, Any] = dict(self.weights)
+            for name, offset in self._offsets.items():
+                shape, dtype = shapes.get(name), dtypes.get(name)
+                if shape is None or not dtype:
+                    continue
+                memptr = self.arena.data + int(offset)
+                env[name] = cp.ndarray(tuple(shape), dtype=np.dtype(dtype), memptr=memptr)
+            for layer, tactic, state in self._steps:
+                if tactic.is_view:
+                    out_shapes = [shapes.get(n) for n in layer.outputs]
+                    args = [env.get(n) if n else None for n in layer.inputs]
+                    env.update(zip(layer.outputs, tactic.view(state, args, out_shapes)))
+            self._views[batch] = env
+        return self._views[batch]
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, Any], *, keep: set[str] | None = None) -> dict[str, Any]:
+        """Run on `feeds` (numpy or CuPy arrays). With numpy inputs the outputs are numpy copies;
+        with CuPy inputs they are CuPy arrays in this context's memory, valid until its next run
+        (copy them to keep them)."""
+        checked = check_feeds(self.engine, feeds)
+        on_device = all(hasattr(v, "__cuda_array_interface__") for v in checked.values())
+        batch = self._batch(checked)
+        with self._lock, self.stream:
+            env = self._tensors(batch)
+            for name, value in checked.items():
+                env[name].set(value, stream=self.stream) if isinstance(value, np.ndarray) else \
+                    cupy().copyto(env[name], value)
+            kept = {}
+            if keep:
+                kept = self._run_eager(env, keep)
+            elif self.uses_cuda_graph:
+                self._launch_graph(env)
+            else:
+                self._run_eager(env)
+            outputs = {o.name: env[o.name] for o in self.engine.outputs}
+            if on_device:
+                outputs = {k: v.copy() for k, v in outputs.items()} if keep else outputs
+                return {**outputs, **{k: cupy().asarray(v) for k, v in kept.items()}}
+            result = {k: v.get(stream=self.stream) for k, v in outputs.items()}
+            self.stream.synchronize()
+            return {**result, **kept}
+
+    def _batch(self, feeds: Mapping[str, Any]) -> int | None:
+        for spec in self.engine.inputs:
+            if spec.batch_axis is not None:
+                return int(feeds[spec.name].shape[spec.batch_axis])
+        return None
+
+    def _run_eager(self, env: dict[str, Any], keep: set[str] | None = None, timings: list | None = None) -> dict:
+        kept = {}
+        cp = cupy()
+        for index, (layer, tactic, state) in enumerate(self._steps):
+            if tactic.is_view:
+                continue
+            args = [env.get(n) if n else None for n in layer.inputs]
+            outs = [env.get(n) for n in layer.outputs if n]
+            if timings is not None:
+                start, stop = cp.cuda.Event(), cp.cuda.Event()
+                start.record(self.stream)
+            try:
+                tactic.run(state, args, outs, self.stream)
+            except Exception as exc:
+                shapes = ", ".join(f"{n}:{getattr(a, 'shape', None)}" for n, a in zip(layer.inputs, args))
+                raise ExecutionError(f"layer {layer.name!r} ({layer.qualified_op}, tactic {layer.tactic}, from nodes "
+                                     f"{layer.source_nodes}) failed on inputs [{shapes}]: {type(exc).__name__}: {exc}") from exc
+            if timings is not None:
+                stop.record(self.stream)
+                timings.append((index, start, stop))
+            for name in layer.outputs:
+                if keep and name in keep:
+                    kept[name] = env[name].get(stream=self.stream)
+        return kept
+
+    def _launch_graph(self, env: dict[str, Any]) -> None:
+        if self._graph is None:
+            self._run_eager(env)                  # warm-up: lazy plans, library workspaces
+            self.stream.synchronize()
+            self.stream.begin_capture()
+            try:
+                self._run_eager(env)
+            finally:
+                self._graph = self.stream.end_capture()
+            self._graph.upload(self.stream)
+        self._graph.launch(self.stream)
+
+    def profile(self, feeds: Mapping[str, Any], iters: int = 10, warmup: int = 2):
+        """Per-layer GPU times (CUDA events around each layer, eager, median of `iters`) as a
+        DataFrame: layer, op, tactic, precision, shapes, time_ms, percent, flops, bytes, tflops, gbps."""
+        from workbench.runtime.profiler import layer_table
+        checked = check_feeds(self.engine, feeds)
+        batch = self._batch(checked)
+        samples = [[] for _ in self._steps]
+        with self._lock, self.stream:
+            env = self._tensors(batch)
+            for name, value in checked.items():
+                env[name].set(value, stream=self.stream) if isinstance(value, np.ndarray) else cupy().copyto(env[name], value)
+            for _ in range(warmup):
+                self._run_eager(env)
+            for _ in range(iters):
+                timings: list = []
+                self._run_eager(env, timings=timings)
+                self.stream.synchronize()
+                for index, start, stop in timings:
+                    samples[index].append(cupy().cuda.get_elapsed_time(start, stop))
+        return layer_table(self.engine, samples, batch)
