@@ -39,6 +39,9 @@ def test_quickstart_notebook_runs_and_reports_accuracy():
     assert "reloaded outputs identical: True" in text
     assert images >= 2                                  # the prediction grid and the latency plot
     assert "latency.median_ms" in text
+    app_accuracy = float(re.search(r"app build: 8 layers, accuracy ([\d.]+)%", text).group(1))
+    assert app_accuracy == accuracy                     # the app's build scores what the engine above scored
+    assert "<Workbench 'digits_cnn': 1 build(s)" in text
 
 
 def test_notebooks_are_committed_without_outputs():
@@ -58,6 +61,9 @@ def test_explore_fusions_notebook_reproduces_the_figure():
     assert errors and max(errors) <= 1e-5
     assert "fuse_conv_act" in text and "merge_parallel_convs" in text
     assert images >= 1                                   # the op-count plot
+    counts = [int(n) for n in re.findall(r"^app, .*: (\d+) nodes$", text, re.M)]
+    assert len(counts) == 4 and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    assert re.search(r"^inception_3a/1x1\S* <- \[.*'inception_3a/relu_1x1'", text, re.M)
 
 
 @pytest.mark.slow
@@ -68,6 +74,7 @@ def test_precision_sweep_notebook_shows_every_precision_and_both_plots():
         assert precision in text
     assert "throughput.per_s" in text and "accuracy" in text
     assert images >= 2                                   # plot_sweep and plot_pareto
+    assert "exported 15 rows to digits_sweep.csv" in text    # the app's CSV export: 5 precisions x 3 batches
 
 
 @pytest.mark.slow
@@ -80,3 +87,20 @@ def test_int8_calibration_notebook_compares_calibrators_and_reuses_the_cache():
     assert abs(accuracy["entropy"] - accuracy["fp32"]) <= 0.5
     assert "calibration cache hit" in text
     assert images >= 2                                   # the histograms and the accuracy bars
+
+
+@pytest.mark.slow
+def test_autotuner_notebook_shows_the_log_a_warm_cache_levels_profile_and_memory():
+    notebook = execute("05_autotuner_and_timing_cache.ipynb")
+    text, images = outputs_of(notebook)
+    assert "cold build" in text and "timing cache: 0 hits" in text
+    for column in ("candidates", "times_ms", "choice", "reason", "cached"):
+        assert column in text                            # engine.build_log is shown
+    assert re.search(r"all tuned layers cached: True \(\d+ layers\)", text)
+    cold, warm = (float(x) for x in re.search(r"cold build ([\d.]+) s -> warm build ([\d.]+) s", text).groups())
+    assert warm < cold
+    assert re.search(r"mlp: first build \d+ misses; rebuild \d+ hits, 0 misses", text)
+    assert "builder_level" in text and "time_ms" in text and "gbps" in text
+    assert "arena_bytes" in text and "activation arena" in text
+    assert images >= 2                                   # layer times and roofline
+    assert "<Workbench 'digits_cnn': 1 build(s)" in text

@@ -20,3 +20,24 @@ from workbench.viz import render_svg, view  # noqa: E402
 __all__ = ["load", "optimize", "FusionReport", "view", "render_svg", "build", "BuilderConfig", "Profile", "Engine",
            "ExecutionContext", "Graph", "compare", "compare_layers", "sweep", "prune_2to4", "is_2to4", "quantize_weights_int8",
            "errors", "__version__"]
+
+from workbench.viz.report import report  # noqa: E402
+__all__ += ["report", "Workbench"]
+
+
+def __getattr__(name):
+    """`wb.Workbench` (the ipywidgets app) loads on first use: ipywidgets is an optional dependency."""
+    if name == "Workbench":
+        from workbench.viz.app import Workbench
+        return Workbench
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+def load_ipython_extension(ip):
+    """`%load_ext workbench`: the magics and rich displays of workbench.viz.magics."""
+    from workbench.viz.magics import load_ipython_extension as load
+    load(ip)
+
+
+from workbench.viz.reprs import install_if_ipython as _install_reprs  # noqa: E402
+_install_reprs()   # rich displays when imported inside IPython (no-op in plain Python)

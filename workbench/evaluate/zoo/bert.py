@@ -16,7 +16,7 @@ from onnx import TensorProto
 
 from workbench.evaluate.zoo._common import FLOAT, INT64, Dim, GraphBuilder
 
-__all__ = ["bert"]
+__all__ = ["bert", "bert_base"]
 
 
 def _dense(g: GraphBuilder, x: str, fin: int, fout: int, p: str, gain: float = 1.0) -> str:
@@ -131,3 +131,11 @@ def bert(seed: int = 0, batch: Dim = "N", layers: int = 2, hidden: int = 128, he
     return g.model("bert", [("last_hidden_state", FLOAT, [batch, seq_len, hidden]),
                             ("pooler_output", FLOAT, [batch, hidden])],
                    doc=f"BERT encoder layers={layers} hidden={hidden} heads={heads}, random weights seed={seed}")
+
+
+def bert_base(seed: int = 0, batch: Dim = "N", seq_len: Dim = 128, layers: int = 12) -> onnx.ModelProto:
+    """BERT-base (uncased) dimensions, the model of the GPU benchmark: hidden 768, 12 heads,
+    intermediate 3072, vocab 30522, 12 layers (`layers` fewer for quick checks). Same inputs and
+    outputs as `bert`."""
+    return bert(seed, batch, layers=layers, hidden=768, heads=12, seq_len=seq_len, vocab=30522,
+                intermediate=3072)
