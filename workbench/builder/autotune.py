@@ -110,6 +110,10 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
     if unknown:
         row.reason = f"not timed: the shape or dtype of {unknown[0]!r} is not static; first valid tactic"
         return row
+    integral = [n for n in layer.inputs if n and n not in weights and np.dtype(specs[n][1]).kind in "biu"]
+    if integral:          # indices and shapes: random values would be out of range, not representative
+        row.reason = f"not timed: integer input {integral[0]!r} holds data-dependent values; first valid tactic"
+        return row
     entry = _measure(layer, weights, specs, backend, candidates, level)
     entry.key = key
     cache.put(digest, entry)
@@ -122,8 +126,8 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
 def _measure(layer, weights, specs, backend, candidates, level) -> TimingEntry:
     inputs = _random_inputs(layer, weights, specs, backend)
     rows, sliced = _oracle_rows(layer, weights, inputs)
-    host = [None if a is None else (a if layer.inputs[i] in weights else backend.download(a[:rows] if i in sliced else a))
-            for i, a in enumerate(inputs)]
+    host = [None if a is None else weights[layer.inputs[i]] if layer.inputs[i] in weights
+            else backend.download(a[:rows] if i in sliced else a) for i, a in enumerate(inputs)]
     want = oracle_outputs(layer, weights, host)
     times, rejected = {}, {}
     stream = backend.stream()

@@ -14,6 +14,7 @@ import numpy as np
 import onnx_ir as ir
 
 from workbench.backends import get_backend
+from workbench.passes import optimize
 from workbench.builder.autotune import autotune
 from workbench.builder.layout import assign_layout
 from workbench.builder.memory_specs import plan_engine_memory, refresh_specs, tensor_specs, value_shapes
@@ -46,6 +47,10 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
                          "(build_network does not run engines)")
     original = graph
     graph, batch_axes = _fix_input_shapes(graph, config, profile)
+    if backend.name == "cuda" and graph is not original and not has_qdq(graph):
+        # with the shapes now static, shape arithmetic (Shape -> Gather -> Concat -> Reshape) folds
+        # to constants: nothing computes shapes on the host at run time
+        graph, _ = optimize(graph, only=["fold_constants", "eliminate_dead_nodes"])
     graph, sparsity = prepare_sparsity(graph, config.sparsity)
     layers, weights = _lower(graph, config.precision if isinstance(config.precision, str) else "fp32")
     sparse_meta = sparsity_meta(graph, layers, sparsity) if sparsity else {}

@@ -106,7 +106,8 @@ class CudaExecutionContext:
         kept = {}
         cp = cupy()
         for index, (layer, tactic, state) in enumerate(self._steps):
-            if tactic.is_view:
+            if tactic.is_view:                      # its output aliases its input: nothing to run
+                kept.update({n: env[n].get(stream=self.stream) for n in layer.outputs if keep and n in keep})
                 continue
             args = [env.get(n) if n else None for n in layer.inputs]
             outs = [env.get(n) for n in layer.outputs if n]
