@@ -34,8 +34,8 @@ def check_layers(engine, feeds: Mapping[str, Any], context=None, last_rows: int 
             rows.append((layer.name, layer.qualified_op, layer.tactic, layer.precision, layer.layout, np.nan, False))
             continue
         if last_rows:
-            rows, sliced = _oracle_rows(layer, engine.weights, args)
-            if rows:
+            count, sliced = _oracle_rows(layer, engine.weights, args)
+            if count:
                 args = [a[-last_rows:] if i in sliced else a for i, a in enumerate(args)]
                 got = [g[-last_rows:] for g in got]
         want = oracle_outputs(layer, engine.weights, args)

@@ -76,12 +76,13 @@ class CudaExecutionContext:
         checked = check_feeds(self.engine, feeds)
         on_device = all(hasattr(v, "__cuda_array_interface__") for v in checked.values())
         batch = self._batch(checked)
+        caller = cupy().cuda.get_current_stream()
         with self._lock, self.stream:
             env = self._tensors(batch)
             if self.uses_cuda_graph and not keep and self._graph is None:
-                self._copy_in(env, checked)
+                self._copy_in(env, checked, caller)
                 self._capture(env)             # its warm-up run overwrites dead inputs: copy again
-            self._copy_in(env, checked)
+            self._copy_in(env, checked, caller)
             kept = {}
             if keep:
                 kept = self._run_eager(env, keep)
@@ -91,6 +92,11 @@ class CudaExecutionContext:
                 self._run_eager(env)
             outputs = {o.name: env[o.name] for o in self.engine.outputs}
             if on_device:
+                # the caller's stream waits for this run, so what it does next with the outputs is
+                # ordered after it, with no host synchronization (CUDA stream semantics)
+                done = cupy().cuda.Event(disable_timing=True)
+                done.record(self.stream)
+                caller.wait_event(done)
                 outputs = {k: v.copy() for k, v in outputs.items()} if keep else outputs
                 return {**outputs, **{k: cupy().asarray(v) for k, v in kept.items()}}
             result = {k: v.get(stream=self.stream) for k, v in outputs.items()}
@@ -129,7 +135,11 @@ class CudaExecutionContext:
                     kept[name] = env[name].get(stream=self.stream)
         return kept
 
-    def _copy_in(self, env: dict[str, Any], feeds: Mapping[str, Any]) -> None:
+    def _copy_in(self, env: dict[str, Any], feeds: Mapping[str, Any], caller=None) -> None:
+        if caller is not None and caller is not self.stream:
+            ready = cupy().cuda.Event(disable_timing=True)     # device inputs made on the caller's stream
+            ready.record(caller)
+            self.stream.wait_event(ready)
         for name, value in feeds.items():
             if isinstance(value, np.ndarray):
                 env[name].set(value, stream=self.stream)

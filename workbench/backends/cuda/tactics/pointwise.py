@@ -39,6 +39,13 @@ _PREAMBLE = r"""
 __device__ __forceinline__ float wb_max(float a, float b) { return (a != a || a > b) ? a : b; }
 __device__ __forceinline__ float wb_min(float a, float b) { return (a != a || a < b) ? a : b; }
 __device__ __forceinline__ float wb_sigmoid(float x) { return 1.f / (1.f + expf(-x)); }
+// float32 -> TF32 (10 mantissa bits), round to nearest even, as the CPU oracle's round_to_tf32
+__device__ __forceinline__ float wb_round_tf32(float x) {
+    unsigned int u = __float_as_uint(x);
+    if ((u & 0x7f800000u) == 0x7f800000u) return x;               // inf and nan unchanged
+    u += 0xfffu + ((u >> 13) & 1u);
+    return __uint_as_float(u & 0xffffe000u);
+}
 __device__ __forceinline__ float wb_softplus(float x) { return x > 0.f ? x + log1pf(expf(-x)) : log1pf(expf(x)); }
 __device__ __forceinline__ float wb_half(float x) { return __half2float(__float2half_rn(x)); }
 __device__ __forceinline__ float wb_sign(float x) { return x > 0.f ? 1.f : (x < 0.f ? -1.f : x); }
@@ -198,6 +205,7 @@ _STEPS = {
     ("", "HardSwish"): _act("({x} * wb_min(wb_max({x} / 6.f + 0.5f, 0.f), 1.f))"),
     ("", "Gelu"): _gelu,
     ("workbench", "FusedGelu"): _gelu,
+    ("workbench", "RoundTF32"): _unary("wb_round_tf32({})"),
     ("", "PRelu"): lambda args, attrs, opset: (f"({_f(args[0])} < 0.f ? {_f(args[0])} * {_f(args[1])} : "
                                                f"{_f(args[0])})", "f"),
     ("", "Cast"): _cast,
