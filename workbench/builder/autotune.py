@@ -125,6 +125,7 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
 
 def _measure(layer, weights, specs, backend, candidates, level) -> TimingEntry:
     inputs = _random_inputs(layer, weights, specs, backend)
+    backend.synchronize()             # made on the default stream; the tactics run on their own
     rows, sliced = _oracle_rows(layer, weights, inputs)
     host = [None if a is None else weights[layer.inputs[i]] if layer.inputs[i] in weights
             else backend.download(a[:rows] if i in sliced else a) for i, a in enumerate(inputs)]
@@ -135,7 +136,10 @@ def _measure(layer, weights, specs, backend, candidates, level) -> TimingEntry:
         try:
             state = tactic.prepare(layer, weights)
             run = _runner(tactic, state, layer, inputs, backend, stream)
-            got = [backend.download(o[:rows] if rows else o) for o in run()]
+            produced = run()
+            if stream is not None:        # the tactic ran on its own stream: wait before reading back
+                stream.synchronize()
+            got = [backend.download(o[:rows] if rows else o) for o in produced]
             ok, err = check_outputs(layer, got, want)
             if not ok:
                 rejected[tactic.name] = f"disagrees with the CPU oracle: rel L2 {err:.3g}"

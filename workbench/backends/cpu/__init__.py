@@ -66,6 +66,9 @@ class CpuBackend:
             return (rng.standard_normal(shape, dtype=np.float32) * 0.5 + 0.1).astype(dtype)
         return rng.integers(0, 2, shape).astype(dtype)
 
+    def synchronize(self) -> None:
+        pass
+
     def stream(self) -> None:
         return None
 

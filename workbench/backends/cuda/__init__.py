@@ -72,6 +72,9 @@ class CudaBackend:
         """A new non-blocking stream; the autotuner and contexts run tactics inside `with stream:`."""
         return cupy().cuda.Stream(non_blocking=True)
 
+    def synchronize(self) -> None:
+        cupy().cuda.Device().synchronize()
+
     def measure(self, run, stream, warmups: int, repeats: int, inner: int = 10) -> float:
         """Median milliseconds of one `run()`, timed as the engine will run it: `inner` calls
         captured into a CUDA graph and replayed between events, so the host's Python cost per call
