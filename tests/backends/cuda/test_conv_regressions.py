@@ -34,5 +34,7 @@ def test_engine_shapes(cp, case, precision, monkeypatch):
             try:
                 assert_matches_oracle(tactic, lay, weights, inputs)
             except Exception as exc:                # collect them all: which tactics, not just the first
+                if "Unsupported" in type(exc).__name__:
+                    continue                        # a library declining a shape is a refusal, not an error
                 failures.append(f"{tactic.name}: {type(exc).__name__}: {str(exc)[:160]}")
     assert not failures, failures
