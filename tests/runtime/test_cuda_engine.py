@@ -43,17 +43,18 @@ def _models():
 @pytest.mark.parametrize("name,graph,feeds", list(_models()), ids=[m[0] for m in _models()])
 def test_whole_model_matches_the_cpu_engine(cp, name, graph, feeds, precision):
     optimized, _ = wb.optimize(graph)
-    # the CPU engine at the same precision rounds at the same points: only summation order differs;
-    # through a deep net that difference grows, so the bound is the tolerance or, if larger,
-    # what the precision itself costs against fp32 (the GPU may not be further off than that)
+    # a GPU engine at a low precision must be about as accurate as a faithful engine at that
+    # precision: the CPU engine at the same precision rounds at the same points, but summation order
+    # differs, and through a deep net with random weights that difference grows to the precision's
+    # own size; so the GPU's error against fp32 may be at most 1.5x the CPU's (or the tolerance)
     oracle = dict(batch_size=8, tactic_sources=["numpy"])
     reference = wb.build(optimized, wb.BuilderConfig(precision=precision, **oracle)).create_context().run(feeds)
     exact = wb.build(optimized, wb.BuilderConfig(precision="fp32", **oracle)).create_context().run(feeds)
     engine = wb.build(optimized, wb.BuilderConfig(backend="cuda", precision=precision, batch_size=8))
     got = engine.create_context().run(feeds)
     for key, want in reference.items():
-        bound = max(TOL[precision], _rel(want, exact[key]))
-        assert _rel(got[key], want) <= bound, (name, key, engine.build_log[["layer", "choice"]])
+        bound = max(TOL[precision], 1.5 * _rel(want, exact[key]))
+        assert _rel(got[key], exact[key]) <= bound, (name, key, engine.build_log[["layer", "choice"]])
 
 
 def test_cuda_graph_replay_equals_eager_and_cupy_in_gives_cupy_out(cp):
