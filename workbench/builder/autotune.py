@@ -17,7 +17,7 @@ import logging
 import statistics
 import time
 import zlib
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 

@@ -23,9 +23,8 @@ from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_arrays, check_output, conv_weights,
-                                                       epilogue_inputs, geometry, is_conv2d_nhwc, kernel_is,
-                                                       launch_1d)
+from workbench.backends.cuda.tactics.conv_spec import (conv_operands, ConvWeights, check_arrays, conv_weights,
+                                                     is_conv2d_nhwc, kernel_is, launch_1d)
 from workbench.backends.cuda.tactics.gemm_common import gemm_into
 
 __all__ = ["Conv1x1Gemm", "Im2colGemm"]
@@ -73,11 +72,7 @@ class Conv1x1Gemm(CudaTactic):
         return _State(layer, cw, b, None if cw.bias is None else cp.asarray(cw.bias))
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, cw = state.layer, state.weights
-        x, z = epilogue_inputs(layer, inputs)
-        y = outputs[0]
-        geo = geometry(layer, cw, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        layer, cw, x, z, y, geo = conv_operands(self.name, state, inputs, outputs)
         if (geo.p, geo.q) != (geo.h, geo.w):
             raise ValueError(f"{self.name}: layer {layer.name!r}: output {geo.p}x{geo.q} differs from input "
                              f"{geo.h}x{geo.w}: not a plain 1x1 conv")
@@ -122,11 +117,7 @@ class Im2colGemm(CudaTactic):
         return cupy().empty((max(1, min(rows, cap)), state.kpad), state.weights.dtype)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, cw = state.layer, state.weights
-        x, z = epilogue_inputs(layer, inputs)
-        y = outputs[0]
-        geo = geometry(layer, cw, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        layer, cw, x, z, y, geo = conv_operands(self.name, state, inputs, outputs)
         check_arrays(self.name, layer, cw, x, z, y)
         if state.workspace is None:               # output shape unknown at prepare: the warm-up run sizes it
             state.workspace = self._workspace(state, geo.rows)

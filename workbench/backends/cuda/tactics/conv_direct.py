@@ -19,9 +19,8 @@ from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_arrays, check_output, conv_weights,
-                                                       epilogue_inputs, geometry, is_conv2d_nhwc,
-                                                       known_out_channels, launch_1d)
+from workbench.backends.cuda.tactics.conv_spec import (conv_operands, ConvWeights, check_arrays, conv_weights,
+                                                     is_conv2d_nhwc, known_out_channels, launch_1d)
 
 __all__ = ["DirectConv"]
 
@@ -83,11 +82,7 @@ class DirectConv(CudaTactic):
         return _State(layer, cw, w_dev, bias, get_kernel(_FILE, name, _INSTANCES), kpt)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, cw = state.layer, state.weights
-        x, z = epilogue_inputs(layer, inputs)
-        y = outputs[0]
-        geo = geometry(layer, cw, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        layer, cw, x, z, y, geo = conv_operands(self.name, state, inputs, outputs)
         code, p0, p1 = cw.activation
         i32, f32 = np.int32, np.float32
         tail = (i32(geo.stride_h), i32(geo.stride_w), i32(geo.pad_top), i32(geo.pad_left), i32(geo.dil_h),

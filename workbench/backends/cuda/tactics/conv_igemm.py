@@ -23,9 +23,8 @@ from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_arrays, check_output, conv_weights,
-                                                       epilogue_inputs, geometry, is_conv2d_nhwc,
-                                                       known_out_channels)
+from workbench.backends.cuda.tactics.conv_spec import (conv_operands, ConvWeights, check_arrays, conv_weights,
+                                                     is_conv2d_nhwc, known_out_channels)
 
 __all__ = ["ImplicitGemmConv", "CONFIGS"]
 
@@ -77,11 +76,7 @@ class ImplicitGemmConv(CudaTactic):
         return _State(layer, cw, w, None if cw.bias is None else cp.asarray(cw.bias), kernel)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, cw = state.layer, state.weights
-        x, z = epilogue_inputs(layer, inputs)
-        y = outputs[0]
-        geo = geometry(layer, cw, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        layer, cw, x, z, y, geo = conv_operands(self.name, state, inputs, outputs)
         check_arrays(self.name, layer, cw, x, z, y)
         for what, array, align in (("input", x, 16), ("residual", z, 16), ("output", y, 16)):
             if array is not None and array.data.ptr % align:

@@ -23,7 +23,7 @@ from workbench.backends.cuda.device import device_info
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.tactic import DTYPES
 
-__all__ = ["ConvGeometry", "ConvWeights", "is_conv2d_nhwc", "known_out_channels", "geometry",
+__all__ = ["conv_operands", "ConvGeometry", "ConvWeights", "is_conv2d_nhwc", "known_out_channels", "geometry",
            "conv_weights", "epilogue_inputs", "check_output", "check_arrays", "launch_1d", "FLOAT_PRECISIONS"]
 
 FLOAT_PRECISIONS = ("fp32", "tf32", "fp16")
@@ -223,3 +223,14 @@ def launch_1d(kernel, total: int, args: tuple) -> None:
         return
     blocks = min((total + _BLOCK - 1) // _BLOCK, device_info()["sm_count"] * 32)
     kernel((blocks,), (_BLOCK,), args)
+
+
+def conv_operands(tactic: str, state: Any, inputs, outputs) -> tuple:
+    """What every conv tactic's `run` starts from: (layer, weights, x, residual z, output y,
+    geometry), with the output's shape checked against the geometry."""
+    layer, cw = state.layer, state.weights
+    x, z = epilogue_inputs(layer, inputs)
+    y = outputs[0]
+    geo = geometry(layer, cw, x.shape, state.geos)
+    check_output(layer, geo, y, tactic)
+    return layer, cw, x, z, y, geo

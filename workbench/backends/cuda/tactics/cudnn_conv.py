@@ -33,8 +33,8 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvGeometry, ConvWeights, check_arrays, check_output,
-                                                       conv_weights, epilogue_inputs, geometry, is_conv2d_nhwc)
+from workbench.backends.cuda.tactics.conv_spec import (conv_operands, ConvGeometry, ConvWeights, check_arrays,
+                                                     conv_weights, is_conv2d_nhwc)
 
 try:
     import cudnn
@@ -102,11 +102,7 @@ class CudnnConv(CudaTactic):
         return _State(layer, cw, w, bias)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, cw = state.layer, state.weights
-        x, z = epilogue_inputs(layer, inputs)
-        y = outputs[0]
-        geo = geometry(layer, cw, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        layer, cw, x, z, y, geo = conv_operands(self.name, state, inputs, outputs)
         check_arrays(self.name, layer, cw, x, z, y)
         if geo.rows == 0 or geo.k == 0:
             return outputs

@@ -16,7 +16,6 @@ import numpy as np
 from workbench.backends.base import Layer
 from workbench.backends.cpu.ops.nn import window_geometry
 from workbench.backends.cuda.compile import get_kernel
-from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 from workbench.backends.cuda.tactics._args import present_outputs
