@@ -42,3 +42,18 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
 @pytest.fixture
 def tiny_model() -> onnx.ModelProto:
     return tiny_cnn()
+
+
+def digits_study(calibration_images: int = 100):
+    """(optimized digits graph, top-1 % of an engine on the test split, calibration feeds): what
+    the accuracy tools (sensitivity, AMP) are tested on."""
+    import workbench as wb
+    from workbench.evaluate.datasets import digits_model_path, digits_test, digits_train
+    from workbench.evaluate.metrics import accuracy, predict
+    graph, _ = wb.optimize(wb.load(digits_model_path()))
+    images, labels = digits_test()
+    train, _ = digits_train(limit=calibration_images)
+
+    def top1(engine) -> float:
+        return 100 * accuracy(predict(engine, images, 40), labels)
+    return graph, top1, [{"input": train}]

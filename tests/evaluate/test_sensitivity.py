@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import digits_study
 from matplotlib.figure import Figure
 
 import workbench as wb
 from conftest import ort_run, rel_l2, tiny_cnn
 from workbench.errors import BuildError
-from workbench.evaluate.datasets import digits_model_path, digits_test, digits_train
-from workbench.evaluate.metrics import accuracy, predict
 from workbench.evaluate.sensitivity import COLUMNS, sensitivity
 from workbench.quant.calibrate import make_calibrator
 from workbench.viz.sensitivity_plots import plot_sensitivity
@@ -19,13 +18,7 @@ CONFIG = dict(batch_size=40, builder_level=0)
 
 @pytest.fixture(scope="module")
 def digits():
-    graph, _ = wb.optimize(wb.load(digits_model_path()))
-    images, labels = digits_test()
-    train, _ = digits_train(limit=100)
-
-    def top1(engine) -> float:
-        return 100 * accuracy(predict(engine, images, 40), labels)
-    return graph, top1, [{"input": train}]
+    return digits_study()
 
 
 def test_int8_sensitivity_ranks_layers_by_their_own_accuracy_cost(digits):

@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+from conftest import digits_study
 from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
 from conftest import ort_run, rel_l2
 from workbench.errors import BuildError
-from workbench.evaluate.datasets import digits_model_path, digits_test, digits_train
-from workbench.evaluate.metrics import accuracy, predict
 from workbench.quant.calibrate import make_calibrator
 
 HARSH = make_calibrator("percentile", percentile=90)
@@ -20,14 +19,9 @@ HARSH = make_calibrator("percentile", percentile=90)
 
 @pytest.fixture(scope="module")
 def digits():
-    graph, _ = wb.optimize(wb.load(digits_model_path()))
-    images, labels = digits_test()
-    train, _ = digits_train(limit=100)
-
-    def top1(engine) -> float:
-        return 100 * accuracy(predict(engine, images, 40), labels)
+    graph, top1, calibration = digits_study()
     fp32 = top1(wb.build(graph, wb.BuilderConfig(batch_size=40, builder_level=0)))
-    return graph, top1, [{"input": train}], fp32
+    return graph, top1, calibration, fp32
 
 
 def harsh(data, **kw) -> wb.BuilderConfig:

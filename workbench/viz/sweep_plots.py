@@ -7,21 +7,23 @@ from matplotlib.figure import Figure
 __all__ = ["plot_sweep", "plot_pareto", "pareto_front"]
 
 
-def plot_sweep(df: pd.DataFrame, title: str = "precision sweep") -> Figure:
-    """Median latency (left) and throughput (right) against batch size, one line per precision.
+def plot_sweep(df: pd.DataFrame, title: str = "precision sweep", by: str = "precision") -> Figure:
+    """Median latency (left) and throughput (right) against batch size, one line per value of
+    `by` (a precision in a sweep, a build in the app's history).
 
     Example:
         >>> fig = plot_sweep(sweep(graph, images=x, labels=y, calibration_data=data))
     """
     fig = Figure(figsize=(10, 3.8))
     left, right = fig.subplots(1, 2)
-    for precision, rows in df.groupby("precision", sort=False):
+    for label, rows in df.groupby(by, sort=False):
         rows = rows.sort_values("batch")
-        left.plot(rows["batch"], rows["latency.median_ms"], "o-", label=precision)
-        right.plot(rows["batch"], rows["throughput.per_s"], "o-", label=precision)
+        left.plot(rows["batch"], rows["latency.median_ms"], "o-", label=label)
+        right.plot(rows["batch"], rows["throughput.per_s"], "o-", label=label)
     left.set(xlabel="batch", ylabel="median latency (ms)", xscale="log", title="latency")
     right.set(xlabel="batch", ylabel="items / s", xscale="log", title="throughput")
-    right.legend(title="precision")
+    if len(df):
+        right.legend(title=by, fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     return fig

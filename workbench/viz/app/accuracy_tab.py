@@ -14,7 +14,7 @@ import ipywidgets as widgets
 
 import workbench as wb
 from workbench.evaluate.compare import plot_layer_errors
-from workbench.viz.app.common import error_box, notice_box, show_figure, table_html
+from workbench.viz.app.common import choose_latest, error_box, notice_box, show_figure, table_html
 from workbench.viz.app.measure import engine_batch_range
 from workbench.viz.app.plots import plot_build_accuracy
 
@@ -67,13 +67,7 @@ class AccuracyTab:
                                                       "reference.accuracy": ".2%", "rel_l2": ".3g"})
         if summary["rel_l2"].notna().any():
             show_figure(self.summary_plot, plot_build_accuracy(summary), "accuracy per build")
-        labels = [r.label for r in history]
-        self._quiet = True
-        try:
-            self.build.options = labels
-            self.build.value = labels[-1]
-        finally:
-            self._quiet = False
+        choose_latest(self, self.build, [r.label for r in history])
         self.render_layers()
 
     def layer_errors(self, record: "BuildRecord") -> "pd.DataFrame":

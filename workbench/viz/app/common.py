@@ -55,6 +55,17 @@ def device_note() -> str:
     return "no GPU: CPU backend (numerically faithful, CPU timings)"
 
 
+def choose_latest(owner, dropdown: widgets.Dropdown, labels: list[str]) -> None:
+    """Offer `labels` and select the newest, with `owner._quiet` set so the tab's own observer
+    does not redraw once per assignment."""
+    owner._quiet = True
+    try:
+        dropdown.options = labels
+        dropdown.value = labels[-1]
+    finally:
+        owner._quiet = False
+
+
 def show_figure(output: widgets.Output, figure: Figure | None, alt: str = "figure") -> None:
     """Replace what `output` shows with `figure` as a PNG (None clears it)."""
     if figure is None:

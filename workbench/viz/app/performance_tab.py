@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
-from workbench.viz.app.common import cuda_available, notice_box, show_figure
+from workbench.viz.app.common import choose_latest, cuda_available, notice_box, show_figure
 from workbench.viz.app.measure import engine_batch_range
 from workbench.viz.app.plots import device_limits, plot_latency_vs_batch, plot_layer_times, plot_roofline
 
@@ -46,13 +46,7 @@ class PerformanceTab:
         self.note.value = notice_box(gpu + f"{len(history)} build(s); each was timed at the batch sizes its "
                                            "profile accepts (min, opt, max and powers of two between)")
         show_figure(self.latency_plot, plot_latency_vs_batch(history.latency()), "latency vs batch")
-        labels = [r.label for r in history]
-        self._quiet = True
-        try:
-            self.build.options = labels
-            self.build.value = labels[-1]
-        finally:
-            self._quiet = False
+        choose_latest(self, self.build, [r.label for r in history])
         self.render_build()
 
     def render_build(self) -> None:

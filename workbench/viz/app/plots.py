@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from workbench.viz.sweep_plots import plot_sweep
+
 from workbench.viz.svg import op_class
 from workbench.viz.svg_draw import COLOURS
 
@@ -51,19 +53,7 @@ def device_limits(backend: str = "cpu") -> dict:
 def plot_latency_vs_batch(df: pd.DataFrame, title: str = "latency and throughput per build") -> Figure:
     """Median latency (left) and throughput (right) against batch, one line per build
     (`BuildHistory.latency()`: columns build, batch, latency.median_ms, throughput.per_s)."""
-    fig = Figure(figsize=(10, 3.6))
-    left, right = fig.subplots(1, 2)
-    for build, rows in df.groupby("build", sort=False):
-        rows = rows.sort_values("batch")
-        left.plot(rows["batch"], rows["latency.median_ms"], "o-", label=build)
-        right.plot(rows["batch"], rows["throughput.per_s"], "o-", label=build)
-    left.set(xlabel="batch", ylabel="median latency (ms)", xscale="log", title="latency")
-    right.set(xlabel="batch", ylabel="items / s", xscale="log", title="throughput")
-    if len(df):
-        right.legend(title="build", fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return plot_sweep(df, title, by="build")
 
 
 def plot_layer_times(df: pd.DataFrame, top: int = 25, title: str = "time per layer") -> Figure:
