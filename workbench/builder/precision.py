@@ -18,13 +18,13 @@ sums float16 in float16; bfloat16 sums lose whole digits):
     ReduceSum/Mean/Prod/L1/L2/LogSum/    the reduction accumulates in the input dtype
       LogSumExp/SumSquare, CumSum         (ReduceMax/Min are exact and are lowered)
     Einsum                               numpy's einsum accumulates float16 in float16
-    workbench::FusedLayerNorm            mean and variance through ReduceMean in the input dtype
-    workbench::FusedAttention            scores and softmax in the input dtype; fused GPU
-                                          attention keeps them in float32
     Range                                index arithmetic (float16 counts exactly only to 2048)
     CastLike                             its output dtype follows its second input
     Quantize/DequantizeLinear, QLinear*, int8 math with float32 scales: the int8 mode's business
       DynamicQuantizeLinear, *Integer
+
+workbench::FusedLayerNorm and FusedAttention are lowered: with half inputs their CPU kernels keep
+statistics, scores and softmax in float32 as fused GPU kernels do (cpu/ops/fused_transformer.py).
 
 A kept layer reads float32 through an exact up-Cast and its low readers get a down-Cast, so what
 runs is "float32 math, low-precision storage", what a GPU kernel of that op does. Also kept in
@@ -80,9 +80,6 @@ KEEP_FP32: dict[tuple[str, str], str] = {
     **{("", op): _REDUCTION for op in ("ReduceSum", "ReduceMean", "ReduceProd", "ReduceL1", "ReduceL2",
                                         "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "CumSum")},
     ("", "Einsum"): "numpy's einsum accumulates float16 in float16",
-    (WORKBENCH_DOMAIN, "FusedLayerNorm"): "mean and variance via ReduceMean in the input dtype",
-    (WORKBENCH_DOMAIN, "FusedAttention"): "scores and softmax in the input dtype; fused GPU attention keeps "
-                                          "them in float32",
     ("", "Range"): "index arithmetic: float16 counts exactly only up to 2048",
     ("", "CastLike"): "its output dtype follows its second input",
     **{("", op): _QUANT for op in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
