@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +151,7 @@ def read(source: str | os.PathLike | bytes) -> Network:
     try:
         with zipfile.ZipFile(io.BytesIO(source)) as archive:
             members = {name: archive.read(name) for name in archive.namelist()}
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, zlib.error) as exc:
         raise PlanFormatError(f"{label}: not a readable .wbplan (corrupt or truncated archive: {exc})") from None
     except zipfile.LargeZipFile as exc:
         raise PlanFormatError(f"{label}: {exc}") from None
