@@ -160,7 +160,9 @@ def header(backend: str, revision: str | None) -> dict:
         import cupy
         versions["cuda_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
         versions["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
+    from source_digest import source_digest
     return {"device": device_name(backend), "backend": backend, "revision": revision or _revision(),
+            "source_digest": source_digest(),
             "date": datetime.datetime.now().isoformat(timespec="seconds"), "versions": versions,
             "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "runs": []}
 
