@@ -5,7 +5,7 @@ import logging
 
 log = logging.getLogger(__name__)
 
-_MODULES = ("fallback", "movement", "pointwise", "pool", "norm", "attention", "reduce",
+_MODULES = ("fallback", "movement", "joins", "pointwise", "pool", "norm", "attention", "reduce",
             "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "nvmath_gemm")
 
 for _name in _MODULES:
