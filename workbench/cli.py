@@ -74,7 +74,7 @@ def _override(text: str) -> tuple[str, str]:
 
 
 # ----------------------------------------------------------------------------- config
-def _config(args) -> wb.BuilderConfig:
+def config_from_args(args) -> wb.BuilderConfig:
     """Flags -> BuilderConfig. The %wb_build magic calls this with its own namespace, which has only
     some of the flags (and plain strings): a missing flag keeps the builder's default, and a bad value
     raises the builder's BuildError rather than an argparse exit."""
@@ -96,7 +96,7 @@ def _config(args) -> wb.BuilderConfig:
 
 
 def _graph_and_config(args) -> tuple[wb.Graph, wb.BuilderConfig]:
-    config = _config(args)            # first: a bad setting fails before the model is read
+    config = config_from_args(args)   # first: a bad setting fails before the model is read
     graph = wb.load(args.model)
     if args.optimize:
         graph, _ = wb.optimize(graph)

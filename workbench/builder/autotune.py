@@ -2,20 +2,19 @@
 those that disagree with the CPU oracle, keep the fastest, and remember the choice in a TimingCache.
 
     builder_level 0   first valid tactic, nothing timed (fastest build)
-                  1   each candidate: 1 warm-up, median of 3     (CPU: one run)
-                  2   each candidate: 3 warm-ups, median of 10   (CPU: 1 warm-up, median of 3; default)
-                  3   exhaustive: 5 warm-ups, median of 30       (CPU: 2 warm-ups, median of 10)
+                  1   each candidate timed briefly
+                  2   each candidate timed after warm-ups, median of several runs (default)
+                  3   exhaustive: more warm-ups and runs
+(the backend's `timing_repeats[level]` says how many: a GPU 3 warm-ups and 10 runs at level 2, the
+host fewer, its runs being slow and steady).
 A layer with a single candidate is not timed at any level. Inputs are random and not zeros;
 weights are the layer's real weights. The log (one row per layer) says what was considered, how
 long each candidate took, what was chosen and why.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import statistics
-import time
 import zlib
 from typing import Callable
 
@@ -26,13 +25,10 @@ from workbench.builder.oracle import check_outputs, oracle_outputs
 from workbench.builder.timing_cache import TimingCache, TimingEntry, layer_signature
 from workbench.errors import BuildError
 
-__all__ = ["TensorSpecs", "LogRow", "autotune", "time_layer"]
+__all__ = ["TensorSpecs", "LogRow", "autotune", "time_layer", "oracle_rows"]
 log = logging.getLogger(__name__)
 
 TensorSpecs = dict[str, tuple[tuple, str]]          # tensor name -> (shape, numpy dtype name)
-_REPEATS = {1: (1, 3), 2: (3, 10), 3: (5, 30)}       # level -> (warm-ups, timed runs)
-_CPU_REPEATS = {1: (0, 1), 2: (1, 3), 3: (2, 10)}     # host runs are slow and their timing steadier
-_CPU_BUDGET_S = 0.5                                   # a host candidate is timed for at most this long
 
 
 @dataclasses.dataclass
@@ -106,7 +102,10 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
         row.times_ms, row.choice, row.rejected, row.cached = dict(entry.times_ms), entry.tactic, dict(entry.rejected), True
         row.reason = "timing cache hit"
         return row
-    unknown = [n for n in list(layer.inputs) + list(layer.outputs) if n and n not in weights and not _static(specs.get(n))]
+    unknown = [n for n in layer.inputs if n and n not in weights and not _static(specs.get(n))]
+    if backend.writes_into_outputs:          # its tactics fill outputs allocated beforehand
+        unknown += [n for n, shape, dtype in zip(layer.outputs, layer.output_shapes, layer.output_dtypes)
+                    if n and not _static((shape, dtype))]
     if unknown:
         row.reason = f"not timed: the shape or dtype of {unknown[0]!r} is not static; first valid tactic"
         return row
@@ -126,7 +125,7 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
 def _measure(layer, weights, specs, backend, candidates, level) -> TimingEntry:
     inputs = _random_inputs(layer, weights, specs, backend)
     backend.synchronize()             # made on the default stream; the tactics run on their own
-    rows, sliced = _oracle_rows(layer, weights, inputs)
+    rows, sliced = oracle_rows(layer, weights, inputs)
     host = [None if a is None else weights[layer.inputs[i]] if layer.inputs[i] in weights
             else backend.download(a[:rows] if i in sliced else a) for i, a in enumerate(inputs)]
     want = oracle_outputs(layer, weights, host)
@@ -162,12 +161,10 @@ _ROW_WISE = {"Conv", "FusedConv", "MaxPool", "AveragePool", "GlobalAveragePool",
              "MatMul", "FusedGemm", "Softmax", "FusedLayerNorm", "LayerNormalization", "FusedAttention",
              "Concat", "ConcatView", "Split", "SplitView", "BatchNormalization", "RoundTF32"}
 _ORACLE_ROWS = 2
-
-
 _DATA_INPUTS = {"Conv": (0,), "FusedConv": (0, 3), "MatMul": (0,), "FusedGemm": (0, 3)}   # the rest are weights
 
 
-def _oracle_rows(layer: Layer, weights, inputs) -> tuple[int, set[int]]:
+def oracle_rows(layer: Layer, weights, inputs) -> tuple[int, set[int]]:
     """How many leading rows the oracle checks (0 = all of them), and which inputs are sliced."""
     sliced = {i for i, (n, a) in enumerate(zip(layer.inputs, inputs)) if n and n not in weights and a is not None
               and i in _DATA_INPUTS.get(layer.op, range(len(inputs)))}
@@ -194,7 +191,7 @@ def _runner(tactic, state, layer, inputs, backend, stream) -> Callable[[], list]
     shapes = [tuple(sh) for sh in layer.output_shapes]
     if getattr(tactic, "is_view", False):
         return lambda: tactic.view(state, inputs, shapes)
-    if backend.name == "cpu":
+    if not backend.writes_into_outputs:
         return lambda: tactic.run(state, inputs, None, None)
     outputs = [backend.empty(sh, np.dtype(dt)) for sh, dt in zip(shapes, layer.output_dtypes)]
 
@@ -206,23 +203,8 @@ def _runner(tactic, state, layer, inputs, backend, stream) -> Callable[[], list]
 
 
 def _median_ms(run: Callable, backend, stream, level: int) -> float:
-    if hasattr(backend, "measure"):
-        warmups, repeats = _REPEATS[level]
-        return backend.measure(run, stream, warmups, repeats)
-    warmups, repeats = (_CPU_REPEATS if backend.name == "cpu" else _REPEATS)[level]
-    context = stream if stream is not None else contextlib.nullcontext()
-    samples = []
-    started = time.perf_counter()
-    with context:
-        for _ in range(warmups):
-            run()
-        for _ in range(repeats):
-            with backend.timer() as timer:
-                run()
-            samples.append(timer.elapsed_ms)
-            if backend.name == "cpu" and len(samples) >= 3 and time.perf_counter() - started > _CPU_BUDGET_S:
-                break
-    return statistics.median(samples)
+    warmups, repeats = backend.timing_repeats[level]
+    return backend.measure(run, stream, warmups, repeats)
 
 
 def _random_inputs(layer: Layer, weights: dict[str, np.ndarray], specs: TensorSpecs, backend) -> list:
@@ -234,7 +216,7 @@ def _random_inputs(layer: Layer, weights: dict[str, np.ndarray], specs: TensorSp
         if not name:
             out.append(None)
         elif name in weights:
-            out.append(weights[name] if backend.name == "cpu" else backend.upload(weights[name]))
+            out.append(backend.upload(weights[name]))
         else:
             if not _static(specs.get(name)):
                 raise BuildError(f"layer {layer.name!r}: cannot tune without the static shape of input {name!r}")
@@ -247,12 +229,13 @@ def time_layer(layer: Layer, weights: dict[str, np.ndarray], specs: TensorSpecs,
                level: int = 2, cache: TimingCache | None = None) -> tuple[str, float]:
     """(fastest valid tactic, its median ms) for one layer as it stands (its precision): the
     per-layer precision choice compares these across allowed precisions."""
-    candidates = _candidates(layer, backend, None)
     row = _tune_one(layer, weights, specs, backend, max(level, 1), cache or TimingCache(), None)
-    if not row.times_ms:                    # a single candidate was not timed: time it now
-        entry = _measure(layer, weights, specs, backend, candidates, max(level, 1))
-        return entry.tactic, entry.times_ms[entry.tactic]
-    return row.choice, row.times_ms[row.choice]
+    if row.times_ms:
+        return row.choice, row.times_ms[row.choice]
+    if row.reason != "only candidate":        # shapes not static, integer inputs: nothing to time
+        raise BuildError(f"layer {layer.name!r}: {row.reason}")
+    entry = _measure(layer, weights, specs, backend, [backend.tactic(row.choice, layer)], max(level, 1))
+    return entry.tactic, entry.times_ms[entry.tactic]
 
 
 def _progress_bar(total: int, progress, backend: str):

@@ -1,8 +1,9 @@
 """`build_network`: Graph + BuilderConfig -> Network.
 
 Steps: fix the symbolic batch (and any given input shapes) and re-infer shapes; lower every
-node to a Layer (Constant nodes become weights); refuse, in one error, every op the backend
-cannot run; pick a tactic per layer; keep only the weights some layer reads.
+node to a Layer (Constant nodes become weights); assign precisions; lay out channels-last for
+backends that want it; refuse, in one error, every op the backend cannot run; autotune a tactic
+per layer; keep only the weights some layer reads; plan the activation memory.
 """
 from __future__ import annotations
 
@@ -14,20 +15,20 @@ import numpy as np
 import onnx_ir as ir
 
 from workbench.backends import get_backend
-from workbench.passes import optimize
+from workbench.backends.base import Layer
 from workbench.builder.autotune import autotune
+from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.layout import assign_layout
 from workbench.builder.memory_specs import plan_engine_memory, refresh_specs, tensor_specs, value_shapes
-from workbench.builder.timing_cache import TimingCache
-from workbench.backends.base import Layer
-from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.network import IOSpec, Network
 from workbench.builder.precision import assign_precision, unique_name
 from workbench.builder.precision_policy import LayerChoice, apply_policy, describe, needs_int8, uses_policy
-from workbench.quant.sparsity_mode import prepare_sparsity, sparsity_meta
-from workbench.quant.insert_qdq import has_qdq
+from workbench.builder.timing_cache import TimingCache
 from workbench.errors import BuildError, ShapeInferenceError, UnsupportedOpError
 from workbench.ir import WORKBENCH_DOMAIN, Graph, TensorSpec, load, node_attributes, source_nodes_of
+from workbench.passes import optimize
+from workbench.quant.insert_qdq import has_qdq
+from workbench.quant.sparsity_mode import prepare_sparsity, sparsity_meta
 
 __all__ = ["build_network"]
 log = logging.getLogger(__name__)

@@ -48,20 +48,15 @@ def tensor_specs(graph: Graph, layers: list[Layer], weights: dict[str, np.ndarra
 
 
 def refresh_specs(specs: dict, shapes: dict[str, tuple | None], layers: list[Layer]) -> None:
-    """After layout assignment: new shapes for NHWC tensors and dtypes for the Reformat layers' outputs."""
+    """After layout assignment: the NHWC shapes, and dtypes for the tensors the pass made (a
+    Reformat's output, an output renamed inside) taken from the tensor they come from."""
     for layer in layers:
-        in_dtype = specs.get(layer.inputs[0], (None, ""))[1] if layer.inputs else ""
         for i, name in enumerate(layer.outputs):
-            if not name:
-                continue
-            dtype = specs[name][1] if name in specs else in_dtype
-            if layer.op == "Reformat":
-                dtype = in_dtype
-            specs[name] = (shapes.get(name), dtype)
-            if i < len(layer.output_dtypes):
-                layer.output_dtypes[i] = dtype
-            else:
-                layer.output_dtypes.append(dtype)
+            if name:
+                source = layer.inputs[0] if layer.op == "Reformat" or name not in specs else name
+                dtype = specs.get(source, (None, ""))[1]
+                specs[name] = (shapes.get(name), dtype)
+                layer.output_dtypes[i:i + 1] = [dtype]
 
 
 def plan_engine_memory(layers: list[Layer], weights: dict, specs: dict, inputs: list[IOSpec],

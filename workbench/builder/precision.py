@@ -65,6 +65,7 @@ from workbench.errors import BuildError
 from workbench.ir import WORKBENCH_DOMAIN
 from workbench.ir.dtypes import np_dtype, onnx_elem_type
 from workbench.ir.fused.pointwise import parse_program, program_dtype
+from workbench.ir.names import free_name
 
 __all__ = ["assign_precision", "round_to_tf32", "tensor_dtypes", "KEEP_FP32", "TF32_OPERANDS", "LOW_DTYPES"]
 log = logging.getLogger(__name__)
@@ -277,11 +278,8 @@ class _Rewriter:
 
 
 def unique_name(base: str, taken: set[str]) -> str:
-    """`base`, or `base_2`, `base_3`... whichever is free; the name is added to `taken`."""
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}_{n}"
+    """A free name (`ir.names.free_name`), reserved by adding it to `taken`."""
+    name = free_name(base, taken)
     taken.add(name)
     return name
 

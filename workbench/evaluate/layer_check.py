@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from workbench.builder.autotune import _oracle_rows
+from workbench.builder.autotune import oracle_rows
 from workbench.builder.oracle import check_outputs, oracle_outputs
 
 __all__ = ["check_layers"]
@@ -34,7 +34,7 @@ def check_layers(engine, feeds: Mapping[str, Any], context=None, last_rows: int 
             rows.append((layer.name, layer.qualified_op, layer.tactic, layer.precision, layer.layout, np.nan, False))
             continue
         if last_rows:
-            count, sliced = _oracle_rows(layer, engine.weights, args)
+            count, sliced = oracle_rows(layer, engine.weights, args)
             if count:
                 args = [a[-last_rows:] if i in sliced else a for i, a in enumerate(args)]
                 got = [g[-last_rows:] for g in got]

@@ -22,7 +22,7 @@ from onnx_ir.convenience import replace_nodes_and_values
 
 from workbench.passes.edit import STANDARD_DOMAINS, drop_unread_initializers, sources_of
 
-__all__ = ["GraphPass", "FusionPass", "Match", "Rewrite", "Miss"]
+__all__ = ["GraphPass", "FusionPass", "Match", "Rewrite", "Miss", "sweep"]
 log = logging.getLogger(__name__)
 
 
@@ -90,9 +90,7 @@ class FusionPass(GraphPass):
 
     def apply(self, graph: ir.Graph) -> int:
         count = 0
-        for node in list(graph):
-            if node.graph is not graph:            # removed by an earlier rewrite in this sweep
-                continue
+        for node in sweep(graph):
             match = self.pattern(node)
             if match is None:
                 continue
@@ -108,6 +106,14 @@ class FusionPass(GraphPass):
             self.record(new_nodes, match.nodes)
             count += 1
         return count
+
+
+def sweep(graph: ir.Graph, domains: Sequence[str] | None = None):
+    """The graph's nodes in order, skipping those an earlier rewrite of the same sweep removed
+    (and, given `domains`, those of other domains)."""
+    for node in list(graph):
+        if node.graph is graph and (domains is None or node.domain in domains):
+            yield node
 
 
 def _escapes(match: Match, graph: ir.Graph) -> str | None:

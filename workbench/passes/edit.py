@@ -12,7 +12,7 @@ version 4 valid (there every initializer must also be listed as a graph input).
 from __future__ import annotations
 
 import os
-from typing import Any, Container, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -20,6 +20,7 @@ from onnx_ir.convenience import convert_attributes
 
 from workbench.ir import SOURCE_NODES_KEY, source_nodes_of
 from workbench.ir.fused import OPSET_VERSION, WORKBENCH_DOMAIN
+from workbench.ir.names import free_name
 
 __all__ = ["STANDARD_DOMAINS", "is_op", "producer_op", "reader_op", "only_consumer", "const_array",
            "split_constant", "attr", "static_shape", "resolve_reshape", "sources_of", "fused_node",
@@ -158,20 +159,12 @@ def joined_name(names: list[str]) -> str:
 
 def unique_node_name(graph: ir.Graph, base: str) -> str:
     """`base`, or `base_2`, `base_3`, ...: the first that no node of `graph` is called."""
-    return _free_name(base, {n.name for n in graph})
+    return free_name(base, {n.name for n in graph})
 
 
 def unique_value_name(graph: ir.Graph, base: str) -> str:
     """`base`, or `base_2`, ...: the first that no graph input or node output of `graph` is called."""
-    return _free_name(base, {v.name for node in graph for v in node.outputs} | {v.name for v in graph.inputs})
-
-
-def _free_name(base: str, taken: Container[str]) -> str:
-    candidate, k = base, 1
-    while candidate in taken:
-        k += 1
-        candidate = f"{base}_{k}"
-    return candidate
+    return free_name(base, {v.name for node in graph for v in node.outputs} | {v.name for v in graph.inputs})
 
 
 # -- initializers and rewiring -------------------------------------------------------------------
@@ -191,7 +184,7 @@ def add_initializer(graph: ir.Graph, name: str, array: np.ndarray, ir_version: i
     >>> add_initializer(graph, "conv1.fused_bias", np.zeros(64, np.float32), model.ir_version)
     """
     value = value or ir.Value()
-    value.name = _free_name(name, set(graph.initializers) | {v.name for v in graph.inputs})
+    value.name = free_name(name, set(graph.initializers) | {v.name for v in graph.inputs})
     value.const_value = ir.tensor(array, name=value.name)
     value.shape, value.dtype = ir.Shape(array.shape), ir.DataType.from_numpy(array.dtype)
     graph.register_initializer(value)

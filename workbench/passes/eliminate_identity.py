@@ -17,7 +17,7 @@ import logging
 import numpy as np
 import onnx_ir as ir
 
-from workbench.passes.base import GraphPass
+from workbench.passes.base import GraphPass, sweep
 from workbench.passes.edit import STANDARD_DOMAINS, attr, bypass, const_array, resolve_reshape, static_shape
 
 __all__ = ["EliminateIdentityPass", "noop_reason"]
@@ -30,9 +30,7 @@ class EliminateIdentityPass(GraphPass):
 
     def apply(self, graph: ir.Graph) -> int:
         count = 0
-        for node in list(graph):
-            if node.graph is not graph or node.domain not in STANDARD_DOMAINS:
-                continue
+        for node in sweep(graph, STANDARD_DOMAINS):
             detail = noop_reason(node, self._opset(graph))
             if detail is None:
                 if node.op_type == "Dropout":

@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.passes.base import GraphPass
+from workbench.passes.base import GraphPass, sweep
 from workbench.passes.edit import (STANDARD_DOMAINS, add_initializer, attr, bypass, const_array, fused_node,
                                     producer_op, resolve_reshape, static_shape)
 
@@ -33,9 +33,7 @@ class SimplifyLayoutPass(GraphPass):
 
     def apply(self, graph: ir.Graph) -> int:
         count = 0
-        for node in list(graph):
-            if node.graph is not graph or node.domain not in STANDARD_DOMAINS:
-                continue
+        for node in sweep(graph, STANDARD_DOMAINS):
             if node.op_type == "Transpose":
                 count += self._transpose(graph, node)
             elif node.op_type == "Reshape":

@@ -16,7 +16,7 @@ from workbench.errors import ExecutionError, InputError
 if TYPE_CHECKING:
     from workbench.runtime.engine import Engine
 
-__all__ = ["ExecutionContext", "check_feeds", "check_feed"]
+__all__ = ["ExecutionContext", "check_feeds", "check_feed", "batch_of"]
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +49,7 @@ class ExecutionContext:
         try:
             for _ in range(iters):
                 self.run(feeds)
-            return layer_table(self.engine, self._layer_ms, _batch_of(self.engine, feeds))
+            return layer_table(self.engine, self._layer_ms, batch_of(self.engine, feeds))
         finally:
             self._layer_ms = None
 
@@ -127,7 +127,7 @@ def check_feed(spec: IOSpec, value: Any, profile) -> Any:
     return value
 
 
-def _batch_of(engine: "Engine", feeds: Mapping[str, Any]) -> int | None:
+def batch_of(engine: "Engine", feeds: Mapping[str, Any]) -> int | None:
     for spec in engine.inputs:
         if spec.batch_axis is not None and spec.name in feeds:
             return int(feeds[spec.name].shape[spec.batch_axis])

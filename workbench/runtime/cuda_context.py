@@ -14,13 +14,27 @@ import numpy as np
 
 from workbench.backends.cuda.device import cupy
 from workbench.errors import ExecutionError
-from workbench.runtime.context import check_feeds
+from workbench.runtime.context import batch_of, check_feeds
 
 if TYPE_CHECKING:
     from workbench.runtime.engine import Engine
 
 __all__ = ["CudaExecutionContext"]
 log = logging.getLogger(__name__)
+
+
+_UPLOAD_LOCK = threading.Lock()
+
+
+def _device_weights(engine: "Engine") -> dict[str, Any]:
+    """The engine's weights on the GPU, uploaded once and shared by all its contexts (they only
+    read them)."""
+    with _UPLOAD_LOCK:
+        if getattr(engine, "_device_weights", None) is None:
+            cp = cupy()
+            engine._device_weights = {name: cp.asarray(array) for name, array in engine.weights.items()}
+            cp.cuda.Device().synchronize()
+        return engine._device_weights
 
 
 class CudaExecutionContext:
@@ -31,8 +45,8 @@ class CudaExecutionContext:
         plan = engine.meta.get("memory") or {}
         self._offsets: dict[str, int] = plan.get("offsets", {})
         self.arena = cp.empty(max(int(plan.get("arena_bytes") or 0), 256), dtype=cp.uint8)
+        self.weights = _device_weights(engine)
         with self.stream:
-            self.weights = {name: cp.asarray(array) for name, array in engine.weights.items()}
             self._steps = []
             for layer in engine.layers:
                 tactic = engine.backend.tactic(layer.tactic, layer)
@@ -75,7 +89,7 @@ class CudaExecutionContext:
         (copy them to keep them)."""
         checked = check_feeds(self.engine, feeds)
         on_device = all(hasattr(v, "__cuda_array_interface__") for v in checked.values())
-        batch = self._batch(checked)
+        batch = batch_of(self.engine, checked)
         caller = cupy().cuda.get_current_stream()
         with self._lock, self.stream:
             env = self._tensors(batch)
@@ -97,17 +111,10 @@ class CudaExecutionContext:
                 done = cupy().cuda.Event(disable_timing=True)
                 done.record(self.stream)
                 caller.wait_event(done)
-                outputs = {k: v.copy() for k, v in outputs.items()} if keep else outputs
                 return {**outputs, **{k: cupy().asarray(v) for k, v in kept.items()}}
             result = {k: v.get(stream=self.stream) for k, v in outputs.items()}
             self.stream.synchronize()
             return {**result, **kept}
-
-    def _batch(self, feeds: Mapping[str, Any]) -> int | None:
-        for spec in self.engine.inputs:
-            if spec.batch_axis is not None:
-                return int(feeds[spec.name].shape[spec.batch_axis])
-        return None
 
     def _run_eager(self, env: dict[str, Any], keep: set[str] | None = None, timings: list | None = None) -> dict:
         kept = {}
@@ -163,16 +170,17 @@ class CudaExecutionContext:
         DataFrame: layer, op, tactic, precision, shapes, time_ms, percent, flops, bytes, tflops, gbps."""
         from workbench.runtime.profiler import layer_table
         checked = check_feeds(self.engine, feeds)
-        batch = self._batch(checked)
+        batch = batch_of(self.engine, checked)
+        caller = cupy().cuda.get_current_stream()
         samples = [[] for _ in self._steps]
         with self._lock, self.stream:
             env = self._tensors(batch)
             for _ in range(warmup):
-                self._copy_in(env, checked)        # every run reuses the bytes of dead inputs
+                self._copy_in(env, checked, caller)   # every run reuses the bytes of dead inputs
                 self._run_eager(env)
             for _ in range(iters):
                 timings: list = []
-                self._copy_in(env, checked)
+                self._copy_in(env, checked, caller)
                 self._run_eager(env, timings=timings)
                 self.stream.synchronize()
                 for index, start, stop in timings:

@@ -25,7 +25,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 import workbench as wb
-from workbench.cli import _config as cli_config
+from workbench.cli import config_from_args
 from workbench.errors import WorkbenchError
 from workbench.evaluate.datasets import digits_test, digits_train
 from workbench.viz import reprs
@@ -56,7 +56,7 @@ def _parsers() -> dict[str, _Parser]:
     load.add_argument("--level", type=int, default=2, help="optimization level (0, 1, 2)")
     load.add_argument("--as", dest="name", default="graph")
 
-    # the same flag names and meanings as `workbench build` (cli._config turns them into a BuilderConfig)
+    # the same flag names and meanings as `workbench build` (cli.config_from_args turns them into a BuilderConfig)
     build = _Parser(prog="wb_build")
     build.add_argument("--graph", default="graph", help="variable holding the Graph to build")
     build.add_argument("--model", help="an .onnx path to build instead of --graph")
@@ -131,9 +131,7 @@ class WorkbenchMagics(Magics):
         with _named_errors("wb_build"):
             graph = (wb.load(args.model) if args.model else
                      self._variable(args.graph, wb.Graph, "run %wb_load PATH first, or pass --model PATH"))
-            config = dataclasses.replace(cli_config(args), builder_level=args.level, timing_cache=args.timing_cache,
-                                         tactic_sources=args.tactic_sources,
-                                         calibration_data=_calibration(graph, args.calibration))
+            config = dataclasses.replace(config_from_args(args), calibration_data=_calibration(graph, args.calibration))
             engine = wb.build(graph, config)
         self._bind(**{args.name: engine})
         return engine

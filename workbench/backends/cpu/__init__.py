@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 
 import numpy as np
 
@@ -26,6 +28,8 @@ class CpuBackend:
     name = "cpu"
     version = "2"
     preferred_layout = ""
+    writes_into_outputs = False          # numpy kernels return their outputs
+    timing_repeats = {1: (0, 1), 2: (1, 3), 3: (2, 10)}    # level -> (warm-ups, runs): host runs are slow, steady
 
     def __init__(self, sources=None):
         self.sources = list(SOURCES if sources is None else sources)
@@ -77,3 +81,17 @@ class CpuBackend:
 
     def timer(self) -> PerfCounterTimer:
         return PerfCounterTimer()
+
+    def measure(self, run, stream, warmups: int, repeats: int, budget_s: float = 0.5) -> float:
+        """Median milliseconds of `run()` by wall clock, stopping after three samples once
+        `budget_s` has passed: a large layer on the host is slow and its time steady."""
+        for _ in range(warmups):
+            run()
+        samples, started = [], time.perf_counter()
+        for _ in range(repeats):
+            with self.timer() as timer:
+                run()
+            samples.append(timer.elapsed_ms)
+            if len(samples) >= 3 and time.perf_counter() - started > budget_s:
+                break
+        return statistics.median(samples)

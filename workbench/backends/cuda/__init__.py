@@ -15,6 +15,8 @@ __all__ = ["CudaBackend", "cuda_available"]
 class CudaBackend:
     name = "cuda"
     preferred_layout = "NHWC"
+    writes_into_outputs = True           # tactics fill preallocated arena slices (see tactic.py)
+    timing_repeats = {1: (1, 3), 2: (3, 10), 3: (5, 30)}   # level -> (warm-ups, timed runs)
 
     def __init__(self, sources: Sequence[str] | None = None):
         cupy()                                  # a clear BuildError here when there is no GPU
