@@ -219,6 +219,7 @@ def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, pr
         record["cuda_graph"] = bool(ctx.uses_cuda_graph)
     record["tactics"] = engine.to_dataframe()["tactic.name"].value_counts().to_dict()
     record["profile"] = _profile(ctx, sets[0], profile_rows)
+    record["tuned_by_op"] = _tuned_by_op(engine)
     ctx = engine = first = None         # release the arena before the pool is emptied
     if backend == "cuda":
         import cupy
@@ -260,3 +261,18 @@ def _profile(ctx, feeds, rows: int) -> dict:
             "by_op": [{"op": op, "time_ms": round(float(r["sum"]), 4), "layers": int(r["count"]),
                        "percent": round(100 * float(r["sum"]) / total, 2) if total else None}
                       for op, r in by_op.iterrows()]}
+
+
+def _tuned_by_op(engine) -> list[dict]:
+    """Per op, the autotuner's times of the chosen tactics (each timed alone, 10 calls in a CUDA
+    graph): shares without the eager profile's launch gaps, which swamp layers of a few microseconds."""
+    totals: dict[str, list] = {}
+    for row in engine.meta.get("build_log", []):
+        time_ms = row.get("times_ms", {}).get(row.get("choice"))
+        if time_ms is not None:
+            entry = totals.setdefault(row["op"], [0.0, 0])
+            entry[0] += time_ms
+            entry[1] += 1
+    total = sum(t for t, _ in totals.values()) or 1.0
+    return [{"op": op, "time_ms": round(t, 4), "layers": n, "percent": round(100 * t / total, 2)}
+            for op, (t, n) in sorted(totals.items(), key=lambda kv: -kv[1][0])]

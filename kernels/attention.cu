@@ -3,12 +3,15 @@
 // A block of WARPS warps owns 16 * WARPS query rows (16 per warp); it walks the keys in tiles of 64 staged in
 // shared memory, computes S = Q K^T with mma.sync m16n8k16, keeps a running row max and sum
 // (online softmax) and accumulates P V in registers; P goes from the S accumulators straight into
-// A fragments (same thread owns the same elements). Q, K, V, O are row-major [.., S, D]; K may be
-// [.., D, Sk] (K_T). The mask broadcasts over [B0, B1, Sq, Sk] through element strides (0 where
-// it broadcasts). Partial tiles: rows past Sq are clamped on load and not stored, keys past Sk get
+// A fragments (same thread owns the same elements). Q, K, V, O are [B0, B1, S, D] with any element
+// strides (B0, B1, row) and contiguous D: [B, H, S, D] tensors, or [B, S, H, D] projections read
+// in place (a head is a column block); K may be [.., D, Sk] (K_T, its row stride between dims).
+// The mask broadcasts over [B0, B1, Sq, Sk] through element strides (0 where it broadcasts). Partial tiles: rows past Sq are clamped on load and not stored, keys past Sk get
 // -inf scores. The softmax runs in base 2 (scores times log2 e, exp2f). Shared-memory rows are
 // padded by 8 halves (16 B) so ldmatrix and the 32-bit fragment loads are free of bank conflicts.
-// A mask that is the same for every query row (BERT's [B, 1, 1, Sk]) is staged per key tile.
+// A mask that is the same for every query row (BERT's [B, 1, 1, Sk]) is staged per key tile. (Staging
+// a full [B, 1, Sq, Sk] mask tile the same way measured slower on BERT-base: the per-thread loads
+// it replaces hit L1/L2 anyway.)
 #include <cuda_fp16.h>
 
 #define WB_NEG_INF __int_as_float(0xff800000)
@@ -41,7 +44,7 @@ __device__ __forceinline__ void ldmatrix_x2_trans(unsigned& b0, unsigned& b1, co
 template <int ROWS, int COLS, int THREADS>
 __device__ __forceinline__ void load_tile(__half* dst, int sld, const __half* src, long long ld, int row0, int col0,
                                           int row_limit, int col_limit) {
-    const bool vec = (ld & 7) == 0;
+    const bool vec = (ld & 7) == 0 && (reinterpret_cast<unsigned long long>(src) & 15) == 0;
     for (int idx = threadIdx.x; idx < ROWS * COLS / 8; idx += THREADS) {
         const int r = idx / (COLS / 8), c = (idx % (COLS / 8)) * 8;
         const int gr = row0 + r, gc = col0 + c;
@@ -64,7 +67,9 @@ template <int D, bool K_T, typename TM, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32) flash_attention(
         const __half* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
         __half* __restrict__ o, const TM* __restrict__ mask, long long ms0, long long ms1, long long ms2,
-        long long ms3, int mb1, int sq, int sk, float scale) {
+        long long ms3, int b1, int sq, int sk, float scale, long long qs0, long long qs1, long long qsr,
+        long long ks0, long long ks1, long long ksr, long long vs0, long long vs1, long long vsr, long long os0,
+        long long os1, long long osr) {
     constexpr int BR = 16 * WARPS, BC = 64, PAD = 8, THREADS = 32 * WARPS;
     constexpr int KLD = K_T ? BC + PAD : D + PAD, VLD = D + PAD;
     constexpr float LOG2E = 1.4426950408889634f;     // softmax in base 2: exp2f is one instruction
@@ -74,27 +79,27 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
     const float scale2 = scale * LOG2E;
     const bool shared_mask = mask != nullptr && ms2 == 0;
 
-    const int bh = blockIdx.y;
+    const int i0 = blockIdx.y / b1, i1 = blockIdx.y % b1;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const __half* qb = q + (long long)bh * sq * D;
-    const __half* kb = k + (long long)bh * sk * D;
-    const __half* vb = v + (long long)bh * sk * D;
-    __half* ob = o + (long long)bh * sq * D;
+    const __half* qb = q + i0 * qs0 + i1 * qs1;
+    const __half* kb = k + i0 * ks0 + i1 * ks1;
+    const __half* vb = v + i0 * vs0 + i1 * vs1;
+    __half* ob = o + i0 * os0 + i1 * os1;
     const int row0 = blockIdx.x * BR + warp * 16 + g, row1 = row0 + 8;
     const int rc0 = min(row0, sq - 1), rc1 = min(row1, sq - 1);
 
     unsigned qf[D / 16][4];
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-        qf[kk][0] = ld32(qb + (long long)rc0 * D + kk * 16 + 2 * t);
-        qf[kk][1] = ld32(qb + (long long)rc1 * D + kk * 16 + 2 * t);
-        qf[kk][2] = ld32(qb + (long long)rc0 * D + kk * 16 + 8 + 2 * t);
-        qf[kk][3] = ld32(qb + (long long)rc1 * D + kk * 16 + 8 + 2 * t);
+        qf[kk][0] = ld32(qb + rc0 * qsr + kk * 16 + 2 * t);
+        qf[kk][1] = ld32(qb + rc1 * qsr + kk * 16 + 2 * t);
+        qf[kk][2] = ld32(qb + rc0 * qsr + kk * 16 + 8 + 2 * t);
+        qf[kk][3] = ld32(qb + rc1 * qsr + kk * 16 + 8 + 2 * t);
     }
     const TM* mrow0 = nullptr;
     const TM* mrow1 = nullptr;
     if (mask) {
-        const long long base = (long long)(bh / mb1) * ms0 + (long long)(bh % mb1) * ms1;
+        const long long base = i0 * ms0 + i1 * ms1;
         mrow0 = mask + base + (long long)rc0 * ms2;
         mrow1 = mask + base + (long long)rc1 * ms2;
     }
@@ -105,9 +110,9 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
 
     for (int key0 = 0; key0 < sk; key0 += BC) {
         __syncthreads();                                     // the previous tiles are consumed
-        if (K_T) load_tile<D, BC, THREADS>(k_tile, KLD, kb, sk, 0, key0, D, sk);
-        else load_tile<BC, D, THREADS>(k_tile, KLD, kb, D, key0, 0, sk, D);
-        load_tile<BC, D, THREADS>(v_tile, VLD, vb, D, key0, 0, sk, D);
+        if (K_T) load_tile<D, BC, THREADS>(k_tile, KLD, kb, ksr, 0, key0, D, sk);
+        else load_tile<BC, D, THREADS>(k_tile, KLD, kb, ksr, key0, 0, sk, D);
+        load_tile<BC, D, THREADS>(v_tile, VLD, vb, vsr, key0, 0, sk, D);
         if (shared_mask && threadIdx.x < BC) {
             const int key = key0 + threadIdx.x;
             mask_tile[threadIdx.x] = key < sk ? wb_mask(mrow0 + key * ms3) * LOG2E : WB_NEG_INF;
@@ -192,10 +197,10 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
     for (int n = 0; n < D / 8; ++n) {
         const int col = n * 8 + 2 * t;
         if (row0 < sq)
-            *reinterpret_cast<__half2*>(ob + (long long)row0 * D + col) =
+            *reinterpret_cast<__half2*>(ob + row0 * osr + col) =
                 __floats2half2_rn(acc[n][0] * inv0, acc[n][1] * inv0);
         if (row1 < sq)
-            *reinterpret_cast<__half2*>(ob + (long long)row1 * D + col) =
+            *reinterpret_cast<__half2*>(ob + row1 * osr + col) =
                 __floats2half2_rn(acc[n][2] * inv1, acc[n][3] * inv1);
     }
 }

@@ -122,3 +122,86 @@ __global__ void __launch_bounds__(THREADS) layer_norm_rows(
         }
     }
 }
+
+// LayerNorm with one warp per row for rows that fit in registers (n <= 32 * VEC * CHUNKS, n a
+// multiple of VEC, rows 16-byte aligned): x is read once with 16-byte loads, the statistics are
+// warp shuffles (no shared memory, no block barriers), and 8 rows share a block of 256 threads.
+// Same math as layer_norm_rows: mean, then the mean squared deviation, in fp32.
+template <typename T> struct Vec16;
+template <> struct Vec16<float> {
+    static constexpr int N = 4;
+    static __device__ __forceinline__ void load(const float* p, float* v) {
+        const float4 r = *reinterpret_cast<const float4*>(p);
+        v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+    }
+    static __device__ __forceinline__ void store(float* p, const float* v) {
+        *reinterpret_cast<float4*>(p) = make_float4(v[0], v[1], v[2], v[3]);
+    }
+};
+template <> struct Vec16<__half> {
+    static constexpr int N = 8;
+    static __device__ __forceinline__ void load(const __half* p, float* v) {
+        const uint4 r = *reinterpret_cast<const uint4*>(p);
+        const __half2* h = reinterpret_cast<const __half2*>(&r);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __half22float2(h[i]);
+            v[2 * i] = f.x;
+            v[2 * i + 1] = f.y;
+        }
+    }
+    static __device__ __forceinline__ void store(__half* p, const float* v) {
+        uint4 r;
+        __half2* h = reinterpret_cast<__half2*>(&r);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+        *reinterpret_cast<uint4*>(p) = r;
+    }
+};
+
+template <typename T, int CHUNKS>
+__global__ void __launch_bounds__(256) layer_norm_warp(
+        const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ scale, const float* __restrict__ bias,
+        long long rows, int n, float eps) {
+    constexpr int VEC = Vec16<T>::N;
+    const int lane = threadIdx.x & 31;
+    for (long long r = blockIdx.x * 8LL + (threadIdx.x >> 5); r < rows; r += gridDim.x * 8LL) {
+        const T* xr = x + r * n;
+        T* yr = y + r * n;
+        float v[CHUNKS][VEC];
+        float s = 0.f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+            const int i = (c * 32 + lane) * VEC;
+            if (i < n) {
+                Vec16<T>::load(xr + i, v[c]);
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) s += v[c][e];
+            }
+        }
+        const float mean = warp_sum(s) / (float)n;
+        float q = 0.f;
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+            if ((c * 32 + lane) * VEC < n) {
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) { const float d = v[c][e] - mean; q += d * d; }
+            }
+        }
+        const float inv = 1.f / sqrtf(warp_sum(q) / (float)n + eps);
+#pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+            const int i = (c * 32 + lane) * VEC;
+            if (i < n) {
+#pragma unroll
+                for (int e = 0; e < VEC; ++e) {
+                    float o = (v[c][e] - mean) * inv;
+                    if (scale) o *= scale[i + e];
+                    if (bias) o += bias[i + e];
+                    v[c][e] = o;
+                }
+                Vec16<T>::store(yr + i, v[c]);
+            }
+        }
+    }
+}

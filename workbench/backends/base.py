@@ -37,6 +37,8 @@ class Layer:
     # channels-last (weights keep their ONNX layout; tactics re-lay them out in `prepare`)
     layout: str = ""
     output_dtypes: list[str] = dataclasses.field(default_factory=list)   # numpy dtype names, "" if unknown
+    # the weight operand (input 1) is 2:4 structured and BuilderConfig.sparsity lets sparse tactics compete
+    sparse: bool = False
 
     @property
     def qualified_op(self) -> str:

@@ -38,7 +38,7 @@ class TimingEntry:
 
 def layer_signature(layer: Layer, input_specs: list[tuple[tuple, str] | None]) -> dict[str, Any]:
     """What decides which tactic is fastest for a layer: not its name, not its weights' values."""
-    return {"op": layer.qualified_op, "opset": layer.opset, "layout": layer.layout,
+    return {"op": layer.qualified_op, "opset": layer.opset, "layout": layer.layout, "sparse": layer.sparse,
             "attrs": {k: _plain(v) for k, v in sorted(layer.attrs.items())},
             "inputs": [None if s is None else [_dims(s[0]), s[1]] for s in input_specs],
             "outputs": [[_dims(s), d] for s, d in zip(layer.output_shapes, layer.output_dtypes)]}

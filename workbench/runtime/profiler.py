@@ -63,6 +63,15 @@ def layer_flops(layer: Layer, ins: list, outs: list) -> int:
         a = ins[0]
         k = a[0] if layer.attrs.get("transA", 0) and len(a) == 2 else a[-1]
         return 2 * _count(out) * int(k)
-    if op == "FusedAttention" and ins and ins[0] is not None and out is not None:
-        return 4 * _count(out) * int(ins[0][-2] if len(ins[0]) >= 2 else 1)
+    if op == "FusedAttention" and len(ins) > 1 and ins[1] is not None and out is not None:
+        return 4 * _count(out) * int(_keys(layer, ins[1]))
     return _count(out)
+
+
+def _keys(layer, k_shape) -> int:
+    """Sk, the keys one query attends to, from K's shape and the attention's layout."""
+    if len(k_shape) < 2:
+        return 1
+    if layer.attrs.get("qkv_layout", "bhsd") == "bshd":
+        return k_shape[1]
+    return k_shape[-1] if layer.attrs.get("k_transposed", 0) else k_shape[-2]

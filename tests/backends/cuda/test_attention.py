@@ -10,7 +10,7 @@ from workbench.backends.cuda.registry import TACTICS
 
 gpu = pytest.mark.gpu
 RNG = np.random.default_rng(0)
-ATTENTION = [t for t in TACTICS if t.name in ("cublas.attention", "kernels.flash_attention")]
+ATTENTION = [t for t in TACTICS if t.name == "cublas.attention" or t.name.startswith("kernels.flash_attention")]
 
 
 def _layer(scale, k_transposed, precision, with_mask=True):
@@ -92,3 +92,23 @@ def test_attention_is_capturable(cp, tactic):
     from graph_checks import assert_capturable
     inputs = _inputs((2, 3), 64, 64, 64, 64, 1, np.float16, (2, 1, 1, 64))
     assert_capturable(tactic, _layer(0.125, 1, "fp16"), {}, inputs)
+
+
+@gpu
+@pytest.mark.parametrize("tactic", ATTENTION, ids=lambda t: t.name)
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("b,s,h,d,mask_shape", [
+    (4, 128, 12, 64, (4, 1, 128, 128)),      # BERT's projections read in place, a full padding mask
+    (3, 37, 2, 32, (3, 1, 1, 37)),           # partial tiles
+    (1, 64, 4, 128, None),
+])
+def test_bshd_layout(cp, tactic, precision, b, s, h, d, mask_shape):
+    """qkv_layout="bshd": Q, K, V and Y are [B, S, H, D] (heads not transposed out)."""
+    dtype = np.float16 if precision == "fp16" else np.float32
+    inputs = [RNG.standard_normal((b, s, h, d)).astype(dtype) for _ in range(3)]
+    if mask_shape is not None:
+        inputs.append(np.where(RNG.random(mask_shape) > 0.2, 0.0, -10000.0).astype(dtype))
+    layer = _layer(1 / np.sqrt(d), 0, precision, with_mask=mask_shape is not None)
+    layer.attrs["qkv_layout"] = "bshd"
+    if tactic.supports(layer, precision):
+        assert_matches_oracle(tactic, layer, {}, inputs)

@@ -47,10 +47,12 @@ def test_tensor_core_kernel_is_fp16_without_transposed_a():
 
 def test_cublaslt_epilogues_are_relu_and_tanh_gelu_only():
     tactic = CublasLtGemm()
-    for activation, params in [("", []), ("Relu", []), ("Gelu", [1.0])]:
+    for activation, params in [("", []), ("Relu", []), ("Gelu", [1.0]), ("Gelu", [0.0])]:
         lay = fused(["a", "w", "c"], "fp16", epilogue_bias=1, activation=activation, activation_params=params)
         assert tactic.supports(lay, "fp16"), activation
-    for activation, params in [("Gelu", [0.0]), ("Sigmoid", []), ("Clip", [0.0, 6.0])]:
+    erf_gelu = fused(["a", "w"], "fp32", activation="Gelu", activation_params=[0.0])
+    assert not tactic.supports(erf_gelu, "fp32")           # the tanh form only passes for half outputs
+    for activation, params in [("Sigmoid", []), ("Clip", [0.0, 6.0])]:
         lay = fused(["a", "w"], "fp16", activation=activation, activation_params=params)
         assert not tactic.supports(lay, "fp16"), activation
     assert tactic.supports(layer("MatMul", ["a", "w"], "tf32"), "tf32")

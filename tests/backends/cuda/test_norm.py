@@ -43,7 +43,8 @@ def test_softmax(cp, shape, axis, opset, precision):
 
 @gpu
 @pytest.mark.parametrize("op,domain", [("LayerNormalization", ""), ("FusedLayerNorm", "workbench")])
-@pytest.mark.parametrize("shape,axis", [((4, 33, 768), -1), ((3, 5, 40), 1), ((2, 3000), -1)])
+@pytest.mark.parametrize("shape,axis", [((4, 33, 768), -1), ((3, 5, 40), 1), ((2, 3000), -1),
+                                        ((7, 36), -1), ((6, 2048), -1), ((9, 1028), -1)])   # warp-per-row limits
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_layer_norm(cp, op, domain, shape, axis, precision):
     dtype = _dtype(precision)

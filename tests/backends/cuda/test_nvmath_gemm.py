@@ -66,3 +66,14 @@ def test_graph_capture(cp):
     a, w, bias, z = (rand(rng, s, "fp16") for s in ((128, 64), (64, 96), (96,), (128, 96)))
     lay = fused(["a", "w", "bias", "z"], "fp16", epilogue_bias=1, activation="Gelu", activation_params=[1.0])
     assert_graph_capturable(_tactic(), lay, {"w": w, "bias": bias}, [a, w, bias, z], (128, 96), np.float16)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_erf_gelu_takes_the_tanh_epilogue_only_in_half(cp, precision):
+    """BERT's erf GELU: cuBLASLt's tanh epilogue is within half rounding, so fp16 layers may use it."""
+    rng = np.random.default_rng(4)
+    a, w, bias = rand(rng, (96, 64), precision), rand(rng, (64, 128), precision), rand(rng, (128,), precision)
+    lay = fused(["a", "w", "bias"], precision, epilogue_bias=1, activation="Gelu")
+    assert _tactic().supports(lay, precision) == (precision == "fp16")
+    if precision == "fp16":
+        assert_matches_oracle(_tactic(), lay, {"w": w, "bias": bias}, [a, w, bias])

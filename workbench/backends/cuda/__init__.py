@@ -36,7 +36,7 @@ class CudaBackend:
 
     # the order candidates are listed in, which is also builder_level 0's choice: the fused
     # library plans first, then cuBLAS, our kernels, CuPy's, and the host last
-    _PREFERENCE = {"cudnn": 0, "nvmath": 1, "cublas": 2, "kernels": 3, "cupy": 4, "fallback": 5}
+    _PREFERENCE = {"cusparselt": 0, "cudnn": 0, "nvmath": 1, "cublas": 2, "kernels": 3, "cupy": 4, "fallback": 5}
 
     def tactics(self, layer: Layer) -> list[CudaTactic]:
         """Every tactic that can run `layer`, best guess first; the host fallback only when nothing else can."""

@@ -31,7 +31,7 @@ from workbench.backends.base import Layer
 __all__ = ["CudaTactic", "SOURCES", "DTYPES", "activation_dtype", "is_float"]
 
 # Every tactic source of the CUDA backend; BuilderConfig(tactic_sources=...) picks among these.
-SOURCES = ("cublas", "kernels", "cupy", "cudnn", "nvmath", "fallback")
+SOURCES = ("cublas", "kernels", "cupy", "cudnn", "nvmath", "cusparselt", "fallback")
 
 DTYPES = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
 

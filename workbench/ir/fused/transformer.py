@@ -6,7 +6,9 @@
                              approximate "tanh": Y = X/2 (1 + tanh(sqrt(2/pi) (X + 0.044715 X^3)))
     Attention(Q, K, V, M):   Y = softmax(scale * Q @ K^T + M, axis=-1) @ V
                              K is [.., S, D], or [.., D, S] already transposed when k_transposed=1;
-                             the additive mask M is optional and broadcasts to the scores
+                             the additive mask M is optional and broadcasts to the scores;
+                             qkv_layout "bshd": Q, K, V and Y are [B, S, H, D] (heads after the
+                             sequence, k_transposed=0), the scores still [B, H, Sq, Sk]
 """
 from __future__ import annotations
 
@@ -51,5 +53,5 @@ register(
     "FusedAttention", __doc__,
     inputs=[("Q", None), ("K", None), ("V", None), ("Mask", Optional)],
     outputs=[("Y", None)],
-    attributes={"scale": AttrType.FLOAT, "k_transposed": AttrType.INT},
+    attributes={"scale": AttrType.FLOAT, "k_transposed": AttrType.INT, "qkv_layout": AttrType.STRING},
     infer=infer_attention)

@@ -46,6 +46,10 @@ def attention(inputs, attrs, node):
     """softmax(scale * Q @ K^T + mask) @ V with the MatMul and Softmax kernels."""
     q, k, v = inputs[:3]
     mask = inputs[3] if len(inputs) > 3 else None
+    if attrs.get("qkv_layout", "bhsd") == "bshd":        # [B, S, H, D] in and out: heads moved to axis 1 here
+        heads = attention([np.swapaxes(a, 1, 2) for a in (q, k, v)] + ([mask] if mask is not None else []),
+                          {**attrs, "qkv_layout": "bhsd"}, node)
+        return np.ascontiguousarray(np.swapaxes(heads, 1, 2))
     if not attrs.get("k_transposed", 0):
         k = np.swapaxes(k, -1, -2)
     if q.dtype.itemsize < 4 and q.dtype.kind in "fV":

@@ -6,7 +6,7 @@ import logging
 log = logging.getLogger(__name__)
 
 _MODULES = ("fallback", "movement", "joins", "pointwise", "pool", "norm", "attention", "reduce",
-            "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "nvmath_gemm")
+            "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "nvmath_gemm", "sparse_gemm")
 
 for _name in _MODULES:
     try:

@@ -8,8 +8,10 @@ workspace allocated outside `run` (sized from the layer's output shape, assuming
 self-attention; a larger first run grows it during the warm-up, before any capture).
 
 Layouts, row-major: Q [.., Sq, D], K [.., Sk, D] (or [.., D, Sk] with k_transposed=1),
-V [.., Sk, Dv], Y [.., Sq, Dv]; at most two batch dims (BERT: [B, H]); the mask broadcasts to
-[.., Sq, Sk] through its strides (0 along broadcast dims), e.g. [B, 1, 1, Sk].
+V [.., Sk, Dv], Y [.., Sq, Dv]; at most two batch dims (BERT: [B, H]); with qkv_layout "bshd"
+(passes/fold_attention_transposes.py) all four are [B, S, H, D] and a head is a column block of
+each row: both tactics take element strides, so the head transposes are never materialized. The
+mask broadcasts to [B0, B1, Sq, Sk] through its strides (0 along broadcast dims), e.g. [B, 1, 1, Sk].
 
 `kernels.flash_attention` (kernels/attention.cu) is the fused fp16 path for head dims 32, 64 and
 128 (D == Dv): one kernel, no scores in memory, online softmax in fp32 (BERT-base's 12 heads x 128
@@ -38,36 +40,59 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
-    batch: tuple        # batch dims of Q (at most 2)
+    batch: tuple        # (B0, B1): the two batch dims of the scores [B0, B1, Sq, Sk] (1 where absent)
     sq: int
     sk: int
     d: int
     dv: int
+    # element strides (B0, B1, row) of Q, K, V and Y; K's row is a key, or a dim when k_transposed
+    strides: dict
+
+    def packed(self, *names: str) -> bool:
+        """B0 steps over whole B1 groups for these tensors: one strided-batched call covers all."""
+        return self.batch[0] == 1 or all(self.strides[n][0] == self.batch[1] * self.strides[n][1] for n in names)
 
 
-def attention_geometry(layer: Layer, q, k, v) -> Geometry:
-    """Shapes of one call, checked; errors name the layer and the mismatching input."""
+def attention_geometry(layer: Layer, q, k, v, out) -> Geometry:
+    """Shapes and strides of one call, checked; errors name the layer and the mismatching input."""
+    bshd = layer.attrs.get("qkv_layout", "bhsd") == "bshd"
+    k_transposed = bool(layer.attrs.get("k_transposed", 0))
+
     def fail(why):
         raise ValueError(f"layer {layer.name!r} (FusedAttention): {why}; Q {tuple(q.shape)}, K {tuple(k.shape)}, "
-                         f"V {tuple(v.shape)}, k_transposed={int(layer.attrs.get('k_transposed', 0))}")
-    if not (q.ndim == k.ndim == v.ndim) or q.ndim < 2 or q.ndim > 4:
-        fail("Q, K and V need the same rank, 2 to 4")
-    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
-        fail("Q, K and V need the same batch dims (no broadcasting)")
-    sq, d = q.shape[-2:]
-    dk, sk = k.shape[-2:] if layer.attrs.get("k_transposed", 0) else k.shape[-2:][::-1]
-    if dk != d or v.shape[-2] != sk:
-        fail("inner dims disagree")
+                         f"V {tuple(v.shape)}, k_transposed={int(k_transposed)}, qkv_layout="
+                         f"{'bshd' if bshd else 'bhsd'}")
+    if not (q.ndim == k.ndim == v.ndim) or q.ndim < 2 or q.ndim > 4 or (bshd and q.ndim != 4):
+        fail("Q, K and V need the same rank, 2 to 4 (4 for bshd)")
+    if bshd and k_transposed:
+        fail("bshd takes K as [B, S, H, D]")
     if not (q.dtype == k.dtype == v.dtype) or q.dtype.name not in ("float32", "float16"):
         fail("Q, K and V need one float32/float16 dtype")
-    if not (q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous):
-        fail("Q, K and V must be contiguous")
-    return Geometry(tuple(q.shape[:-2]), sq, sk, d, v.shape[-1])
+    if any(a.strides[-1] != a.itemsize for a in (q, k, v, out)):
+        fail("the last dim of Q, K, V and the output must be contiguous")
+
+    def split(a, seq_axis):
+        """(batch dims, seq, features, (B0, B1, row) strides) of one operand."""
+        st = [s // a.itemsize for s in a.strides]
+        if bshd:                                        # [B, S, H, D]: heads are B1
+            return (a.shape[0], a.shape[2]), a.shape[1], a.shape[3], (st[0], st[2], st[1])
+        batch, lead = ((1, 1) + tuple(a.shape[:-2]))[-2:], ((0, 0) + tuple(st[:-2]))[-2:]
+        return batch, a.shape[seq_axis], a.shape[-1 if seq_axis == -2 else -2], (lead[0], lead[1], st[-2])
+
+    qb, sq, d, qs = split(q, -2)
+    kb, sk, dk, ks = split(k, -1 if k_transposed else -2)
+    vb, vsk, dv, vs = split(v, -2)
+    ob, osq, odv, os_ = split(out, -2)
+    if not (qb == kb == vb == ob):
+        fail("Q, K, V and the output need the same batch dims (no broadcasting)")
+    if dk != d or vsk != sk or osq != sq or odv != dv:
+        fail("inner dims disagree")
+    return Geometry(qb, sq, sk, d, dv, {"q": qs, "k": ks, "v": vs, "out": os_})
 
 
 def mask_strides(layer: Layer, mask, geo: Geometry) -> tuple[tuple[int, int, int, int], int, int]:
     """Element strides of the mask over [B0, B1, Sq, Sk] (0 where it broadcasts), B1 and Sq."""
-    target = (1,) * (2 - len(geo.batch)) + geo.batch + (geo.sq, geo.sk)
+    target = geo.batch + (geo.sq, geo.sk)
     if mask.ndim > 4:
         raise ValueError(f"layer {layer.name!r}: mask rank {mask.ndim} > 4")
     shape = (1,) * (4 - mask.ndim) + tuple(mask.shape)
@@ -102,21 +127,15 @@ class CublasAttention(CudaTactic):
                 and precision in ("fp32", "tf32", "fp16") and layer.layout != "NHWC")
 
     def workspace_bytes(self, layer: Layer) -> int:
-        shape = layer.output_shapes[0] if layer.output_shapes else None
-        if not shape or any(d is None for d in shape) or len(shape) < 2:
-            return 0
-        rows = math.prod(shape[:-1])
-        per = 4 + (2 if layer.precision == "fp16" else 0)
-        return rows * shape[-2] * per
+        return _score_count(layer) * (4 + (2 if layer.precision == "fp16" else 0))
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> _State:
         from cupy_backends.cuda.libs import cublas
         compute = cublas.CUBLAS_COMPUTE_32F_FAST_TF32 if layer.precision == "tf32" else cublas.CUBLAS_COMPUTE_32F
         state = _State(layer, upload_weights(layer, weights), float(layer.attrs.get("scale", 1.0)),
                        bool(layer.attrs.get("k_transposed", 0)), compute, CublasHandle())
-        shape = layer.output_shapes[0] if layer.output_shapes else None
-        if shape and all(d is not None for d in shape) and len(shape) >= 2:
-            self._workspace(state, math.prod(shape[:-1]) * shape[-2], layer.precision == "fp16")
+        if _score_count(layer):
+            self._workspace(state, _score_count(layer), layer.precision == "fp16")
         return state
 
     @staticmethod
@@ -138,30 +157,46 @@ class CublasAttention(CudaTactic):
         layer = state.layer
         q, k, v, mask = resolve_inputs(state.weights, inputs, 4)[:4]
         out = present_outputs(layer, outputs)[0][1]
-        geo = attention_geometry(layer, q, k, v)
-        batch = math.prod(geo.batch)
+        geo = attention_geometry(layer, q, k, v, out)
+        b0, b1 = geo.batch
         half = q.dtype == np.float16
-        elements = batch * geo.sq * geo.sk
-        self._workspace(state, elements, half)
+        per_batch = geo.sq * geo.sk
+        self._workspace(state, b0 * b1 * per_batch, half)
         scores = state.scores
         probs = state.probs if half else scores
         dtype_ab = runtime.CUDA_R_16F if half else runtime.CUDA_R_32F
         stream = stream or cp.cuda.get_current_stream()
         gemm = state.cublas.gemm_strided_batched
+        (_, q1, qr), (_, k1, kr), (_, v1, vr), (_, o1, orow) = (geo.strides[n] for n in ("q", "k", "v", "out"))
+        # one strided-batched call over B0 x B1 when B0 steps over whole B1 groups (contiguous
+        # [B, H, S, D]); else one call per B0 over the heads ([B, S, H, D]: a head is a column block)
+        calls = [(None, b0 * b1)] if geo.packed("q", "k", "v", "out") else [(i, b1) for i in range(b0)]
+        at = (lambda a, i: a) if calls[0][0] is None else (lambda a, i: a[i])
         # scoresᵀ (col-major Sk x Sq) = op(K) · Qᵀ; K row-major [Sk, D] is col-major D x Sk: op T
-        op_k, ld_k = (cublas.CUBLAS_OP_N, geo.sk) if state.k_transposed else (cublas.CUBLAS_OP_T, geo.d)
-        gemm(stream, op_k, cublas.CUBLAS_OP_N, geo.sk, geo.sq, geo.d, k, ld_k, geo.sk * geo.d,
-             q, geo.d, geo.sq * geo.d, scores, geo.sk, geo.sq * geo.sk, batch,
-             dtype_ab, runtime.CUDA_R_32F, state.compute)
-        strides, b1, msq = ((0, 0, 0, 0), 1, 1) if mask is None else mask_strides(layer, mask, geo)
+        op_k = cublas.CUBLAS_OP_N if state.k_transposed else cublas.CUBLAS_OP_T
+        for i, count in calls:
+            part = scores[(i or 0) * b1 * per_batch:]
+            gemm(stream, op_k, cublas.CUBLAS_OP_N, geo.sk, geo.sq, geo.d, at(k, i), kr, k1, at(q, i), qr, q1,
+                 part, geo.sk, per_batch, count, dtype_ab, runtime.CUDA_R_32F, state.compute)
+        strides, mb1, msq = ((0, 0, 0, 0), 1, 1) if mask is None else mask_strides(layer, mask, geo)
         if mask is not None and mask.dtype.name not in ("float32", "float16"):
             raise ValueError(f"layer {layer.name!r}: mask dtype {mask.dtype.name}; an additive float mask is expected")
-        launch_softmax_rows(scores, probs, batch * geo.sq, geo.sk, state.scale, mask, strides, b1, msq)
+        launch_softmax_rows(scores, probs, b0 * b1 * geo.sq, geo.sk, state.scale, mask, strides, mb1, msq)
         # outᵀ (col-major Dv x Sq) = Vᵀ · Pᵀ
-        gemm(stream, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, geo.dv, geo.sq, geo.sk, v, geo.dv, geo.sk * geo.dv,
-             probs, geo.sk, geo.sq * geo.sk, out, geo.dv, geo.sq * geo.dv, batch,
-             dtype_ab, dtype_ab, state.compute)
+        for i, count in calls:
+            part = probs[(i or 0) * b1 * per_batch:]
+            gemm(stream, cublas.CUBLAS_OP_N, cublas.CUBLAS_OP_N, geo.dv, geo.sq, geo.sk, at(v, i), vr, v1,
+                 part, geo.sk, per_batch, at(out, i), orow, o1, count, dtype_ab, dtype_ab, state.compute)
         return outputs
+
+
+def _score_count(layer: Layer) -> int:
+    """Scores one run holds, [B, H, Sq, Sk] from the output's static shape (self-attention: Sk = Sq); 0 if unknown."""
+    shape = layer.output_shapes[0] if layer.output_shapes else None
+    if not shape or any(d is None for d in shape) or len(shape) < 2:
+        return 0
+    seq = shape[1] if layer.attrs.get("qkv_layout", "bhsd") == "bshd" else shape[-2]
+    return math.prod(shape[:-1]) * seq
 
 
 _FLASH_DIMS = (32, 64, 128)
@@ -171,9 +206,13 @@ _FLASH_INSTANCES = tuple(f"flash_attention<{d},{kt},{tm},{w}>" for d in _FLASH_D
 
 
 class FlashAttention(CudaTactic):
-    name = "kernels.flash_attention"
+    """One tactic per block size: 16 * warps query rows a block (8 warps load each key tile once per
+    128 queries, 4 warps make twice the blocks for short sequences); the autotuner picks."""
     source = "kernels"
-    warps: int = 4                      # query rows per block = 16 * warps (4 beat 8 on BERT-base, H100)
+
+    def __init__(self, warps: int = 4):
+        self.warps = warps
+        self.name = "kernels.flash_attention" + ("" if warps == 4 else f"_w{warps}")
 
     def supports(self, layer: Layer, precision: str) -> bool:
         if not (layer.domain == "workbench" and layer.op == "FusedAttention" and precision == "fp16"
@@ -191,24 +230,26 @@ class FlashAttention(CudaTactic):
         layer = state.layer
         q, k, v, mask = resolve_inputs(state.weights, inputs, 4)[:4]
         out = present_outputs(layer, outputs)[0][1]
-        geo = attention_geometry(layer, q, k, v)
-        if q.dtype != np.float16 or geo.d != geo.dv or geo.d not in _FLASH_DIMS or not out.flags.c_contiguous:
-            raise ValueError(f"layer {layer.name!r}: kernels.flash_attention needs fp16 and D == Dv in {_FLASH_DIMS}, "
-                             f"got {q.dtype.name} D={geo.d} Dv={geo.dv}")
+        geo = attention_geometry(layer, q, k, v, out)
+        strides = [x for n in ("q", "k", "v", "out") for x in geo.strides[n]]
+        paired = geo.strides["q"] + geo.strides["out"]      # Q and Y move in 32-bit half pairs
+        if q.dtype != np.float16 or geo.d != geo.dv or geo.d not in _FLASH_DIMS or any(x % 2 for x in paired):
+            raise ValueError(f"layer {layer.name!r}: kernels.flash_attention needs fp16, D == Dv in {_FLASH_DIMS} "
+                             f"and even Q and Y strides, got {q.dtype.name} D={geo.d} Dv={geo.dv} strides {strides}")
         if mask is not None and mask.dtype.name not in ("float16", "float32"):
             raise ValueError(f"layer {layer.name!r}: mask dtype {mask.dtype.name}; an additive float mask is expected")
-        strides, b1, _ = ((0, 0, 0, 0), 1, 1) if mask is None else mask_strides(layer, mask, geo)
+        m_strides = (0, 0, 0, 0) if mask is None else mask_strides(layer, mask, geo)[0]
         mask_type = "float" if mask is None or mask.dtype == np.float32 else "__half"
         warps = self.warps
         name = f"flash_attention<{geo.d},{'true' if state.k_transposed else 'false'},{mask_type},{warps}>"
         kernel = get_kernel("attention.cu", name, _FLASH_INSTANCES)
-        batch = math.prod(geo.batch)
-        grid = (-(-geo.sq // (16 * warps)), batch)
+        grid = (-(-geo.sq // (16 * warps)), geo.batch[0] * geo.batch[1])
         kernel(grid, (32 * warps,), (q, k, v, out, mask if mask is not None else np.uint64(0),
-                              *(np.int64(s) for s in strides), np.int32(b1), np.int32(geo.sq), np.int32(geo.sk),
-                              np.float32(state.scale)))
+                                     *(np.int64(x) for x in m_strides), np.int32(geo.batch[1]), np.int32(geo.sq),
+                                     np.int32(geo.sk), np.float32(state.scale), *(np.int64(x) for x in strides)))
         return outputs
 
 
 register(CublasAttention())
-register(FlashAttention())
+for _warps in _FLASH_WARPS:
+    register(FlashAttention(_warps))

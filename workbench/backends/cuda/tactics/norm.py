@@ -32,8 +32,10 @@ SOFTMAX_INSTANCES = tuple(
     f"softmax_rows<{ti},{to},{tm},{_THREADS},{w}>"
     for ti, to in (("float", "float"), ("__half", "__half"), ("float", "__half"))
     for tm in ("float", "__half") for w in ("true", "false"))
+_WARP_CHUNKS = (1, 2, 4, 8)             # layer_norm_warp: 16-byte vectors per lane per row, at most
 _INSTANCES = SOFTMAX_INSTANCES + tuple(f"softmax_strided<{t}>" for t in _TYPES.values()) + tuple(
-    f"layer_norm_rows<{t},{_THREADS}>" for t in _TYPES.values())
+    f"layer_norm_rows<{t},{_THREADS}>" for t in _TYPES.values()) + tuple(
+    f"layer_norm_warp<{t},{c}>" for t in _TYPES.values() for c in _WARP_CHUNKS)
 _MAX_BLOCKS = 132 * 32
 _FLOATS = ("fp32", "tf32", "fp16")
 
@@ -149,11 +151,22 @@ class LayerNorm(CudaTactic):
         scale, bias = self._params(state, normalized)
         rows = x.size // n
         null = np.uint64(0)
-        grid = (max(1, min(rows, _MAX_BLOCKS)),)
-        _kernel(f"layer_norm_rows<{ctype},{_THREADS}>")(
-            grid, (_THREADS,), (x, y, null if scale is None else scale, null if bias is None else bias,
-                                np.int64(rows), np.int32(n), np.float32(layer.attrs.get("epsilon", 1e-5))))
+        args = (x, y, null if scale is None else scale, null if bias is None else bias, np.int64(rows), np.int32(n),
+                np.float32(layer.attrs.get("epsilon", 1e-5)))
+        chunks = _warp_chunks(x, y, n)
+        if chunks:              # the row fits one warp's registers: one read, shuffles only
+            _kernel(f"layer_norm_warp<{ctype},{chunks}>")((max(1, min(-(-rows // 8), _MAX_BLOCKS)),), (256,), args)
+        else:
+            _kernel(f"layer_norm_rows<{ctype},{_THREADS}>")((max(1, min(rows, _MAX_BLOCKS)),), (_THREADS,), args)
         return outputs
+
+
+def _warp_chunks(x, y, n: int) -> int:
+    """16-byte vectors per lane that layer_norm_warp needs for rows of n, or 0 when it does not apply."""
+    vec = 16 // x.itemsize
+    if n % vec or x.data.ptr % 16 or y.data.ptr % 16:
+        return 0
+    return next((c for c in _WARP_CHUNKS if n <= 32 * vec * c), 0)
 
 
 _AFFINE = None
