@@ -1,13 +1,13 @@
 // Fused attention (FlashAttention-2 style forward), fp16 in/out, fp32 accumulation and softmax:
 //   O = softmax(scale * Q K^T + mask) V      per (batch, head), never materializing the scores.
-// A block of WARPS warps owns 16 * WARPS query rows (16 per warp); it walks the keys in tiles of 64 staged in
-// shared memory, computes S = Q K^T with mma.sync m16n8k16, keeps a running row max and sum
+// A block of WARPS warps owns 16 * WARPS query rows (16 per warp); it walks the keys in tiles of BC
+// (64, or 128: one tile for BERT's 128 tokens, no rescaling, one barrier pair) staged in shared memory, computes S = Q K^T with mma.sync m16n8k16, keeps a running row max and sum
 // (online softmax) and accumulates P V in registers; P goes from the S accumulators straight into
 // A fragments (same thread owns the same elements). Q, K, V, O are [B0, B1, S, D] with any element
 // strides (B0, B1, row) and contiguous D: [B, H, S, D] tensors, or [B, S, H, D] projections read
 // in place (a head is a column block); K may be [.., D, Sk] (K_T, its row stride between dims).
-// The mask broadcasts over [B0, B1, Sq, Sk] through element strides (0 where it broadcasts). Partial tiles: rows past Sq are clamped on load and not stored, keys past Sk get
-// -inf scores. The softmax runs in base 2 (scores times log2 e, exp2f). Shared-memory rows are
+// The mask broadcasts over [B0, B1, Sq, Sk] through element strides (0 where it broadcasts).
+// Partial tiles: rows past Sq are clamped on load and not stored, keys past Sk get -inf scores. The softmax runs in base 2 (scores times log2 e, exp2f). Shared-memory rows are
 // padded by 8 halves (16 B) so ldmatrix and the 32-bit fragment loads are free of bank conflicts.
 // A mask that is the same for every query row (BERT's [B, 1, 1, Sk]) is staged per key tile. (Staging
 // a full [B, 1, Sq, Sk] mask tile the same way measured slower on BERT-base: the per-thread loads
@@ -63,14 +63,14 @@ __device__ __forceinline__ void load_tile(__half* dst, int sld, const __half* sr
     }
 }
 
-template <int D, bool K_T, typename TM, int WARPS>
+template <int D, bool K_T, typename TM, int WARPS, int BC>
 __global__ void __launch_bounds__(WARPS * 32) flash_attention(
         const __half* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v,
         __half* __restrict__ o, const TM* __restrict__ mask, long long ms0, long long ms1, long long ms2,
         long long ms3, int b1, int sq, int sk, float scale, long long qs0, long long qs1, long long qsr,
         long long ks0, long long ks1, long long ksr, long long vs0, long long vs1, long long vsr, long long os0,
         long long os1, long long osr) {
-    constexpr int BR = 16 * WARPS, BC = 64, PAD = 8, THREADS = 32 * WARPS;
+    constexpr int BR = 16 * WARPS, PAD = 8, THREADS = 32 * WARPS;
     constexpr int KLD = K_T ? BC + PAD : D + PAD, VLD = D + PAD;
     constexpr float LOG2E = 1.4426950408889634f;     // softmax in base 2: exp2f is one instruction
     __shared__ __align__(16) __half k_tile[K_T ? D * KLD : BC * KLD];
@@ -113,9 +113,9 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
         if (K_T) load_tile<D, BC, THREADS>(k_tile, KLD, kb, ksr, 0, key0, D, sk);
         else load_tile<BC, D, THREADS>(k_tile, KLD, kb, ksr, key0, 0, sk, D);
         load_tile<BC, D, THREADS>(v_tile, VLD, vb, vsr, key0, 0, sk, D);
-        if (shared_mask && threadIdx.x < BC) {
-            const int key = key0 + threadIdx.x;
-            mask_tile[threadIdx.x] = key < sk ? wb_mask(mrow0 + key * ms3) * LOG2E : WB_NEG_INF;
+        for (int c = threadIdx.x; shared_mask && c < BC; c += THREADS) {
+            const int key = key0 + c;
+            mask_tile[c] = key < sk ? wb_mask(mrow0 + key * ms3) * LOG2E : WB_NEG_INF;
         }
         __syncthreads();
 

@@ -95,3 +95,12 @@ def test_matches_cublas_on_the_same_layer(cp):
         got = run_tactic(tactic, lay, {"w": w}, [a, w])[0]
         assert rel_l2(got, ref) < 2e-3, tactic.name
     assert rel_l2(ref, oracle_outputs(lay, {"w": w}, [a, w])[0]) < 2e-3
+
+
+def test_square_4096_with_bias(cp, tactic):
+    """bench/sparse_gemm.py's dense layer (4096^3 + bias), where the autotuner once rejected every
+    gemm_tc tile against the oracle: the kernels must match it at this size too."""
+    rng = np.random.default_rng(5)
+    a, w, bias = rand(rng, (4096, 4096), "fp16"), rand(rng, (4096, 4096), "fp16"), rand(rng, (4096,), "fp16")
+    lay = fused(["a", "w", "bias"], "fp16", epilogue_bias=1)
+    assert_matches_oracle(tactic, lay, {"w": w, "bias": bias}, [a, w, bias])

@@ -200,26 +200,30 @@ def _score_count(layer: Layer) -> int:
 
 
 _FLASH_DIMS = (32, 64, 128)
-_FLASH_WARPS = (4, 8)
-_FLASH_INSTANCES = tuple(f"flash_attention<{d},{kt},{tm},{w}>" for d in _FLASH_DIMS for kt in ("true", "false")
-                         for tm in ("__half", "float") for w in _FLASH_WARPS)
+# (warps, key tile) per tactic; a 128-key tile holds K and V of D <= 64 in 48 KB of shared memory
+_FLASH_SHAPES = ((4, 64), (8, 64), (4, 128))
+_FLASH_INSTANCES = tuple(f"flash_attention<{d},{kt},{tm},{w},{bc}>" for d in _FLASH_DIMS for kt in ("true", "false")
+                         for tm in ("__half", "float") for w, bc in _FLASH_SHAPES if bc == 64 or d <= 64)
 
 
 class FlashAttention(CudaTactic):
-    """One tactic per block size: 16 * warps query rows a block (8 warps load each key tile once per
-    128 queries, 4 warps make twice the blocks for short sequences); the autotuner picks."""
+    """One tactic per block shape: 16 * warps query rows a block (8 warps load each key tile once per
+    128 queries, 4 warps make twice the blocks for short sequences) and a key tile of 64 or 128; the
+    autotuner picks."""
     source = "kernels"
 
-    def __init__(self, warps: int = 4):
-        self.warps = warps
-        self.name = "kernels.flash_attention" + ("" if warps == 4 else f"_w{warps}")
+    def __init__(self, warps: int = 4, keys: int = 64):
+        self.warps, self.keys = warps, keys
+        self.name = ("kernels.flash_attention" + ("" if warps == 4 else f"_w{warps}")
+                     + ("" if keys == 64 else f"_k{keys}"))
 
     def supports(self, layer: Layer, precision: str) -> bool:
         if not (layer.domain == "workbench" and layer.op == "FusedAttention" and precision == "fp16"
                 and layer.layout != "NHWC"):
             return False
         shape = layer.output_shapes[0] if layer.output_shapes else None
-        return not shape or shape[-1] is None or shape[-1] in _FLASH_DIMS
+        dims = _FLASH_DIMS if self.keys == 64 else tuple(d for d in _FLASH_DIMS if d <= 64)
+        return not shape or shape[-1] is None or shape[-1] in dims
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> _State:
         return _State(layer, upload_weights(layer, weights), float(layer.attrs.get("scale", 1.0)),
@@ -241,7 +245,9 @@ class FlashAttention(CudaTactic):
         m_strides = (0, 0, 0, 0) if mask is None else mask_strides(layer, mask, geo)[0]
         mask_type = "float" if mask is None or mask.dtype == np.float32 else "__half"
         warps = self.warps
-        name = f"flash_attention<{geo.d},{'true' if state.k_transposed else 'false'},{mask_type},{warps}>"
+        name = f"flash_attention<{geo.d},{'true' if state.k_transposed else 'false'},{mask_type},{warps},{self.keys}>"
+        if name not in _FLASH_INSTANCES:
+            raise ValueError(f"layer {layer.name!r}: {self.name} has no instance for D={geo.d}")
         kernel = get_kernel("attention.cu", name, _FLASH_INSTANCES)
         grid = (-(-geo.sq // (16 * warps)), geo.batch[0] * geo.batch[1])
         kernel(grid, (32 * warps,), (q, k, v, out, mask if mask is not None else np.uint64(0),
@@ -251,5 +257,5 @@ class FlashAttention(CudaTactic):
 
 
 register(CublasAttention())
-for _warps in _FLASH_WARPS:
-    register(FlashAttention(_warps))
+for _warps, _keys in _FLASH_SHAPES:
+    register(FlashAttention(_warps, _keys))
