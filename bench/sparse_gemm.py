@@ -104,11 +104,19 @@ def require_gpu(script: str) -> None:
 
 
 def cusparselt_info() -> dict:
+    """The library, its release, and the tactic's self-test (run here, in a subprocess, before any build:
+    a cuSPARSELt kernel that faults would otherwise poison this process's CUDA context)."""
     try:
         from workbench.backends.cuda.tactics import cusparselt_binding as binding
+        from workbench.backends.cuda.tactics import sparse_gemm, sparse_gemm_check
         if not binding.available():
             return {"available": False, "why": binding.why_unavailable()}
-        return {"available": True, "library": binding.library_path(), "version": binding.version()}
+        info = {"available": True, "library": binding.library_path(), "version": binding.version()}
+        try:
+            info["self_test"] = f"passed: {sparse_gemm_check.working_config()}"
+        except RuntimeError as exc:
+            info.update(available=False, self_test="failed", why=str(exc))
+        return info
     except Exception as exc:
         return {"available": False, "why": f"{type(exc).__name__}: {exc}"}
 
@@ -122,7 +130,11 @@ def speedup_rows(doc: dict) -> tuple[dict, list[dict]]:
     correct = bool(dense.get("correct")) and bool(sparse.get("correct"))
     row = {"target": TARGET_LABEL, "want": SPEEDUP_TARGET, "got": got, "basis": basis,
            "met": None if got is None else bool(got >= SPEEDUP_TARGET and correct)}
-    if got is None:
+    tactic = sparse.get("gemm", {}).get("tactic")
+    if tactic and tactic != "cusparselt.gemm_2to4":
+        why = sparse.get("gemm", {}).get("rejected", {}).get("cusparselt.gemm_2to4", "not a candidate")
+        row.update(met=None, note=f"the sparse engine's GEMM is {tactic}, not cuSPARSELt ({why})")
+    elif got is None:
         row["note"] = "not measured: an engine failed (see its error)"
     elif not correct:
         row["note"] = "an output differs from the float32 reference by more than the tolerance"
@@ -167,8 +179,8 @@ def main(argv=None) -> dict:
     for part, config in ENGINES.items():
         record: dict = {}
         try:
-            if part != "dense" and "cusparselt" not in tactic_sources("cuda"):
-                raise RuntimeError(f"the 'cusparselt' tactic source is not available here ({doc['cusparselt']})")
+            if part != "dense" and ("cusparselt" not in tactic_sources("cuda") or not doc["cusparselt"]["available"]):
+                raise RuntimeError(f"the 'cusparselt' tactic source is not usable here ({doc['cusparselt']})")
             engine, record["build_s"] = build(model, args.builder_level, **config)
             record["gemm"] = gemm_choice(engine)
             if part != "autotuned":

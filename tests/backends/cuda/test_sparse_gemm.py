@@ -1,13 +1,19 @@
 """cusparselt.gemm_2to4 (2:4-sparse FP16 GEMM through cuSPARSELt) against the CPU oracle: MatMul and
 FusedGemm at several shapes (M not a multiple of 8 or 16 included, which runs through staging
-buffers), bias with fused ReLU / GELU, an activation and a residual applied after the GEMM,
+buffers), bias with fused ReLU, GELU, an activation and a residual applied after the GEMM,
 Gemm with transB, alpha and beta; lazy plans per M; graph capture; what it refuses; and whole
 builds in which it competes (sparsity="enable") or does not (a dense weight).
 
-Skips without a GPU, or without cuSPARSELt (pip install nvidia-cusparselt-cu13, or point
-WB_CUSPARSELT_LIBRARY at libcusparseLt.so.0). The `supports` checks need neither.
+The GPU tests skip without a GPU, or without a supported cuSPARSELt (pip install nvidia-cusparselt-cu13,
+or point WB_CUSPARSELT_LIBRARY at libcusparseLt.so.0). Before any of them runs a cuSPARSELt kernel in
+this process, the tactic's self-test runs its calls in a subprocess: if that fails (a kernel that faults
+would poison this process's CUDA context, and with it every later GPU test), they fail with its report
+instead. The `supports` checks, the release gate and the self-test's bookkeeping need no GPU.
 """
 from __future__ import annotations
+
+import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -16,7 +22,7 @@ from gpu_checks import assert_matches_oracle, cp, run_tactic  # noqa: F401
 
 from workbench.quant.sparsity import prune_2to4
 
-pytestmark = pytest.mark.gpu
+gpu = pytest.mark.gpu
 
 SPARSE = "cusparselt.gemm_2to4"
 
@@ -26,6 +32,11 @@ def cusparselt(cp):
     from workbench.backends.cuda.tactics import cusparselt_binding
     if not cusparselt_binding.available():
         pytest.skip(f"cuSPARSELt is not available here: {cusparselt_binding.why_unavailable()}")
+    from workbench.backends.cuda.tactics import sparse_gemm_check
+    try:
+        sparse_gemm_check.working_config()     # the subprocess self-test, once per process
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
     return cusparselt_binding
 
 
@@ -45,6 +56,7 @@ def sparse(lay):
     return lay
 
 
+@gpu
 @pytest.mark.parametrize("a_shape,n", [((64, 256), 128), ((13, 64), 32), ((2, 33, 128), 64), ((1, 512), 256)])
 def test_matmul_matches_oracle(cusparselt, a_shape, n):
     rng = np.random.default_rng(0)
@@ -52,7 +64,8 @@ def test_matmul_matches_oracle(cusparselt, a_shape, n):
     assert_matches_oracle(_tactic(), sparse(layer("MatMul", ["a", "w"], "fp16")), {"w": w}, [a, w])
 
 
-@pytest.mark.parametrize("tanh", [1.0, 0.0])          # both forms take cuSPARSELt's fused GELU
+@gpu
+@pytest.mark.parametrize("tanh", [1.0, 0.0])          # both forms: GELU in the shared epilogue kernel
 def test_bias_gelu_at_m_1000(cusparselt, tanh):
     """M = 1000 is a multiple of 8 but not of 16; K = 768, N = 3072 (a BERT-base FFN)."""
     rng = np.random.default_rng(1)
@@ -61,6 +74,7 @@ def test_bias_gelu_at_m_1000(cusparselt, tanh):
     assert_matches_oracle(_tactic(), lay, {"w": w, "bias": bias}, [a, w, bias])
 
 
+@gpu
 @pytest.mark.parametrize("activation,params", [("", []), ("Relu", []), ("Gelu", [1.0]), ("Gelu", [0.0]),
                                                ("Sigmoid", [])])
 @pytest.mark.parametrize("with_bias", [False, True])
@@ -79,6 +93,7 @@ def test_fused_gemm_epilogues(cusparselt, activation, params, with_bias, with_re
     assert_matches_oracle(_tactic(), lay, weights, host)
 
 
+@gpu
 def test_gemm_trans_b_alpha_beta(cusparselt):
     """Gemm with the PyTorch Linear layout W [N, K] (2:4 along its last axis), alpha and beta."""
     rng = np.random.default_rng(3)
@@ -88,6 +103,7 @@ def test_gemm_trans_b_alpha_beta(cusparselt):
     assert_matches_oracle(_tactic(), lay, {"w": w, "c": c}, [a, w, c])
 
 
+@gpu
 def test_plans_lazily_one_per_m(cusparselt):
     """Without a static output shape the plan is made on the first run; each new M gets its own."""
     from workbench.builder.oracle import check_outputs, oracle_outputs
@@ -103,6 +119,7 @@ def test_plans_lazily_one_per_m(cusparselt):
         assert ok, f"M={m}: rel L2 {err:.3g}"
 
 
+@gpu
 @pytest.mark.parametrize("m", [128, 100])              # 100: through the staging buffers
 def test_graph_capture(cusparselt, m):
     rng = np.random.default_rng(5)
@@ -113,6 +130,7 @@ def test_graph_capture(cusparselt, m):
     assert_graph_capturable(_tactic(), lay, {"w": w, "bias": bias}, [a, w, bias, z], (m, 96), np.float16)
 
 
+@gpu
 def test_prepare_refuses_what_supports_cannot_see(cusparselt):
     rng = np.random.default_rng(6)
     dense = rand(rng, (64, 32), "fp16")
@@ -142,6 +160,113 @@ def test_supports_only_sparse_fp16_gemms():
     assert not tactic.supports(sparse(layer("Conv", ["x", "w"], "fp16")), "fp16")
 
 
+
+def test_only_the_checked_releases_pass_the_gate(monkeypatch):
+    from workbench.backends.cuda.tactics import cusparselt_binding as binding
+    monkeypatch.delenv(binding.ANY_VERSION_ENV, raising=False)
+    for found in [(0, 8, 0), (0, 8, 4), (0, 10, 0), (0, 10, 1)]:
+        assert binding.version_supported(found) == (True, "")
+    for found in [(0, 7, 1), (0, 9, 0), (0, 11, 0), (1, 0, 0)]:
+        ok, why = binding.version_supported(found)
+        assert not ok and ".".join(map(str, found)) in why and "0.8.x, 0.10.x" in why
+    monkeypatch.setenv(binding.ANY_VERSION_ENV, "1")
+    ok, why = binding.version_supported((0, 9, 0))
+    assert ok and binding.ANY_VERSION_ENV in why
+
+
+def test_an_unchecked_release_is_unavailable_before_any_handle(monkeypatch):
+    """The gate reads the version with cusparseLtGetProperty and refuses before cusparseLtInit."""
+    from workbench.backends.cuda.tactics import cusparselt_binding as binding
+    monkeypatch.delenv(binding.ANY_VERSION_ENV, raising=False)
+    monkeypatch.setattr(binding, "_loaded", lambda: (None, "/somewhere/libcusparseLt.so.0"))
+    monkeypatch.setattr(binding, "library_version", lambda: (0, 9, 0))
+    monkeypatch.setattr(binding, "handle", lambda: pytest.fail("a handle was made for an unchecked release"))
+    binding._availability.cache_clear()
+    try:
+        assert not binding.available()
+        assert "0.9.0" in binding.why_unavailable() and "/somewhere/libcusparseLt.so.0" in binding.why_unavailable()
+    finally:
+        binding._availability.cache_clear()
+
+
+
+def test_one_handle_per_thread(monkeypatch):
+    """cuSPARSELt wants a handle per thread; each is made once and kept for good."""
+    import threading
+    import types
+
+    from workbench.backends.cuda import device
+    from workbench.backends.cuda.tactics import cusparselt_binding as binding
+    made = []
+    fake_cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(runtime=types.SimpleNamespace(getDevice=lambda: 0)))
+    monkeypatch.setattr(device, "cupy", lambda: fake_cupy)
+    monkeypatch.setattr(binding, "library_version", lambda: (0, 8, 0))
+    monkeypatch.setattr(binding, "_call", lambda name, *args: made.append((name, args[0])))
+    monkeypatch.setattr(binding, "_local", threading.local())
+    monkeypatch.setattr(binding, "_every_handle", [])
+    here = binding.handle()
+    assert binding.handle() == here and made == [("cusparseLtInit", here)]
+    there = []
+    worker = threading.Thread(target=lambda: there.append(binding.handle()))
+    worker.start()
+    worker.join()
+    assert there[0] != here and len(made) == 2 and len(binding._every_handle) == 2
+
+def test_layout_and_search_come_from_the_environment(monkeypatch):
+    from workbench.backends.cuda.tactics import sparse_gemm
+    monkeypatch.delenv(sparse_gemm.LAYOUT_ENV, raising=False)
+    monkeypatch.delenv(sparse_gemm.SEARCH_ENV, raising=False)
+    assert sparse_gemm.configured() == sparse_gemm.Config("row", "timed")
+    monkeypatch.setenv(sparse_gemm.LAYOUT_ENV, "col")
+    monkeypatch.setenv(sparse_gemm.SEARCH_ENV, "library")
+    assert sparse_gemm.configured() == sparse_gemm.Config("col", "library")
+    monkeypatch.setenv(sparse_gemm.SEARCH_ENV, "sometimes")
+    with pytest.raises(ValueError, match="sometimes"):
+        sparse_gemm.configured()
+
+
+def test_self_test_reads_what_the_subprocess_left(monkeypatch):
+    """A subprocess that died names its last step; one that finished gives its verdict."""
+    from workbench.backends.cuda.tactics import sparse_gemm, sparse_gemm_check
+    config = sparse_gemm.Config("col", "library")
+    died = subprocess.CompletedProcess([], -4, "", "step: plan (cusparseLtMatmulPlanInit)\n"
+                                       "step: search (cusparseLtMatmulSearch)\nIllegal instruction\n")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: died)
+    ok, what = sparse_gemm_check.self_test(config)
+    assert not ok and "search (cusparseLtMatmulSearch)" in what and "exit -4" in what
+    record = {"ok": False, "steps": ["search (cusparseLtMatmulSearch)"],
+              "error": "CUDARuntimeError: cudaErrorIllegalInstruction"}
+    failed = subprocess.CompletedProcess([], 1, "noise\nWB_SELF_TEST " + json.dumps(record), "")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: failed)
+    ok, what = sparse_gemm_check.self_test(config)
+    assert not ok and what.startswith("CUDARuntimeError: cudaErrorIllegalInstruction") and "search" in what
+    record = {"ok": True, "steps": [], "rel_l2": 1e-4, "config_id": 2}
+    passed = subprocess.CompletedProcess([], 0, "WB_SELF_TEST " + json.dumps(record), "")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: passed)
+    assert sparse_gemm_check.self_test(config)[0]
+
+
+def test_the_first_configuration_that_passes_is_used(monkeypatch):
+    from workbench.backends.cuda.tactics import sparse_gemm, sparse_gemm_check
+    Config = sparse_gemm.Config
+    for name in (sparse_gemm.LAYOUT_ENV, sparse_gemm.SELF_TEST_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(sparse_gemm.SEARCH_ENV, "library")     # the default is timed; library falls back to off
+    tried = []
+
+    def fake(config, device=0):
+        tried.append(config)
+        return config.search == "off", "fine" if config.search == "off" else "illegal instruction in search"
+    monkeypatch.setattr(sparse_gemm_check, "self_test", fake)
+    assert sparse_gemm_check._settle(0) == Config("row", "off") and tried == [Config("row", "library"), Config("row", "off")]
+    monkeypatch.setattr(sparse_gemm_check, "self_test", lambda config, device=0: (False, f"{config} broke"))
+    why = sparse_gemm_check._settle(0)
+    assert isinstance(why, str) and "stays off" in why
+    assert all(f"{c} broke" in why for c in (Config("row", "library"), Config("row", "off"), Config("col", "library"),
+                                             Config("col", "off")))
+    monkeypatch.setenv(sparse_gemm.SELF_TEST_ENV, "0")
+    assert sparse_gemm_check._settle(0) == Config("row", "library")
+
 def _matmul_model(weight: np.ndarray, m: int = 64):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -168,6 +293,7 @@ def _cuda_build(graph, sparsity: str):
     return wb.build(graph, wb.BuilderConfig(backend="cuda", precision="fp16", sparsity=sparsity, builder_level=2))
 
 
+@gpu
 def test_whole_build_offers_the_sparse_tactic_and_matches_the_cpu_engine(cusparselt):
     import workbench as wb
     rng = np.random.default_rng(8)
@@ -189,6 +315,7 @@ def test_whole_build_offers_the_sparse_tactic_and_matches_the_cpu_engine(cuspars
     assert err <= 1e-2, f"GPU engine (GEMM tactic {row['choice']}) differs from the CPU engine: rel L2 {err:.3g}"
 
 
+@gpu
 def test_a_dense_weight_never_gets_the_sparse_tactic(cusparselt):
     import workbench as wb
     rng = np.random.default_rng(9)

@@ -1,24 +1,31 @@
 """cuSPARSELt (2:4 structured-sparse GEMM on sparse tensor cores) through ctypes: the calls the
 cusparselt tactic needs.
 
-Why ctypes: the pip wheel (nvidia-cusparselt-cu13, or -cu12) is the only dependency (nvmath-python,
-an optional source of its own, is not needed). Signatures, enum values and struct sizes are those of
-cusparseLt.h 0.10.0 and the cusparse.h enums it uses.
+Why ctypes: the pip wheel (nvidia-cusparselt-cu13, or -cu12; PyTorch installs one) is the only
+dependency. Signatures, enum values and struct sizes are those of cusparseLt.h, checked against the
+headers of 0.8.0 and 0.10.0: the two declare the same functions, enums and 512-byte opaque structs
+(0.10.0 only changes the include of cusparse.h and the CUSPARSELT_VERSION formula, identical for
+every 0.x.y: cusparseLtGetVersion gives 800 for 0.8.0, 1000 for 0.10.0). So one binding serves both,
+and nothing branches on the version. Any other release is refused before the first handle is made
+(`SUPPORTED_VERSIONS`; read with cusparseLtGetProperty, which needs no GPU): its enums or structs may
+differ, and a wrong argument there can end in an illegal instruction, which poisons the CUDA context
+of the whole process. $WB_CUSPARSELT_ANY_VERSION=1 lifts the check (at your own risk).
 
 Opaque structs (handle, matrix / matmul descriptors, algorithm selection, plan) are
-`alignas(16) uint8_t data[512]` in that header; `Opaque` keeps each in a 16-byte aligned host
-buffer that never moves (the library may keep pointers to the descriptors a plan was made from)
-with room to spare for a release with larger structs. A plan holds references to what it was made
-from, so they outlive it; `Opaque` objects destroy themselves when collected. There is one handle
-per device for the whole process, made on first use and never destroyed.
+`alignas(16) uint8_t data[512]`; `Opaque` keeps each in a 16-byte aligned host buffer that never
+moves (the library may keep pointers to the descriptors a plan was made from) with room to spare.
+A plan holds references to what it was made from, so they outlive it; `Opaque` objects destroy
+themselves when collected. There is one handle per device and thread, made on first use and never
+destroyed.
 
 Library lookup, first hit wins: the wheel's file under the `nvidia` namespace package
-(nvidia/cu13/lib, nvidia/cusparselt/lib, nvidia/cu12/lib), the path in $WB_CUSPARSELT_LIBRARY,
-ctypes.util.find_library("cusparseLt"), then the plain soname. `available()` says whether it
-loaded and a handle could be made on a GPU; it never raises. Every call that returns a status other
-than CUSPARSE_STATUS_SUCCESS raises `CusparseLtError` naming the function and the status. The
-plan-based SpMMA calls (PruneCheck, CompressedSize, Compress) are declared for `_call` too, but the
-tactic uses their "2" forms, which take the structured descriptor: compression does not depend on M.
+(nvidia/cu13/lib for 0.10, nvidia/cusparselt/lib for 0.8, nvidia/cu12/lib), the path in
+$WB_CUSPARSELT_LIBRARY, ctypes.util.find_library("cusparseLt"), then the plain soname. `available()`
+says whether it loaded, is a supported release, and a handle could be made on a GPU; it never
+raises. Every call that returns a status other than CUSPARSE_STATUS_SUCCESS raises `CusparseLtError`
+naming the function and the status. A kernel that faults is not a status: the tactic runs its calls
+once in a subprocess first (sparse_gemm.self_test) and bench/diagnose_cusparselt.py runs them one step
+at a time.
 """
 from __future__ import annotations
 
@@ -33,37 +40,43 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CusparseLtError", "Opaque", "available", "why_unavailable", "library_path", "version", "handle",
-           "matrix_descriptor", "matmul_descriptor", "set_matmul_attribute", "alg_selection", "alg_attribute",
-           "plan", "workspace_size", "matmul", "compressed_size", "compress", "prune_check"]
+__all__ = ["CusparseLtError", "Opaque", "available", "why_unavailable", "library_path", "library_version",
+           "version", "version_supported", "handle", "matrix_descriptor", "matmul_descriptor",
+           "set_matmul_attribute", "alg_selection", "alg_attribute", "set_alg_attribute", "plan",
+           "workspace_size", "matmul", "compressed_size", "compress", "prune_check", "SUPPORTED_VERSIONS"]
 
 LIBRARY_ENV = "WB_CUSPARSELT_LIBRARY"
+ANY_VERSION_ENV = "WB_CUSPARSELT_ANY_VERSION"
 SONAME = "libcusparseLt.so.0"
 _WHEEL_DIRS = ("cu13/lib", "cusparselt/lib", "cu12/lib")      # under each path of the `nvidia` namespace
+# (major, minor) releases whose header this binding was checked against (any patch level)
+SUPPORTED_VERSIONS = ((0, 8), (0, 10))
 
-OPAQUE_BYTES = 512                    # cusparseLt.h 0.10.0: every opaque struct
-_ALLOCATED_BYTES = 2048               # what we give each one (a larger struct in another release still fits)
+_ALLOCATED_BYTES = 2048               # the header's opaque structs are 512 bytes; room for a larger one
 _ALIGN = 16
 
 # cudaDataType (library_types.h), cusparseOrder_t / cusparseOperation_t (cusparse.h)
 CUDA_R_32F, CUDA_R_16F = 0, 2
 ORDER_COL, ORDER_ROW, OP_N, OP_T = 1, 2, 0, 1
-# cusparseLt.h enums, in declaration order
+# cusparseLt.h enums, in declaration order (the same in 0.8.0 and 0.10.0)
 SPARSITY_50_PERCENT = 0                                         # cusparseLtSparsity_t
 COMPUTE_32I, COMPUTE_16F, COMPUTE_32F = 0, 1, 2                 # cusparseComputeType
 ALG_DEFAULT = 0                                                 # cusparseLtMatmulAlg_t
 ACTIVATION_RELU, ACTIVATION_GELU, BIAS_POINTER = 0, 3, 8        # cusparseLtMatmulDescAttribute_t
 ALG_CONFIG_ID, ALG_CONFIG_MAX_ID, SEARCH_ITERATIONS, SPLIT_K = 0, 1, 2, 3   # cusparseLtMatmulAlgAttribute_t
+_MAJOR, _MINOR, _PATCH = 0, 1, 2                                # libraryPropertyType
 
 _STATUS_NAMES = dict(enumerate(("SUCCESS", "NOT_INITIALIZED", "ALLOC_FAILED", "INVALID_VALUE", "ARCH_MISMATCH",
                                  "MAPPING_ERROR", "EXECUTION_FAILED", "INTERNAL_ERROR", "MATRIX_TYPE_NOT_SUPPORTED",
                                  "ZERO_PIVOT", "NOT_SUPPORTED", "INSUFFICIENT_RESOURCES")))   # cusparseStatus_t
 
 _p, _i, _i64, _u32, _size = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_uint32, ctypes.c_size_t
-_size_p = ctypes.POINTER(ctypes.c_size_t)
+_size_p, _int_p = ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_int)
+# handle, plan, alpha, d_A, d_B, beta, d_C, d_D, workspace, cudaStream_t* streams, int32 numStreams
 _MATMUL_ARGS = [_p, _p, _p, _p, _p, _p, _p, _p, _p, _p, ctypes.c_int32]
 _SIGNATURES = {
-    "cusparseLtInit": [_p], "cusparseLtDestroy": [_p], "cusparseLtGetVersion": [_p, ctypes.POINTER(_i)],
+    "cusparseLtInit": [_p], "cusparseLtDestroy": [_p], "cusparseLtGetVersion": [_p, _int_p],
+    "cusparseLtGetProperty": [_i, _int_p],
     "cusparseLtDenseDescriptorInit": [_p, _p, _i64, _i64, _i64, _u32, _i, _i],
     "cusparseLtStructuredDescriptorInit": [_p, _p, _i64, _i64, _i64, _u32, _i, _i, _i],
     "cusparseLtMatDescriptorDestroy": [_p], "cusparseLtMatmulDescriptorInit": [_p, _p, _i, _i, _p, _p, _p, _p, _i],
@@ -74,11 +87,10 @@ _SIGNATURES = {
     "cusparseLtMatmulPlanInit": [_p, _p, _p, _p], "cusparseLtMatmulPlanDestroy": [_p],
     "cusparseLtMatmulGetWorkspace": [_p, _p, _size_p],
     "cusparseLtMatmul": _MATMUL_ARGS, "cusparseLtMatmulSearch": _MATMUL_ARGS,
-    "cusparseLtSpMMAPruneCheck": [_p, _p, _p, _p, _p],
+    # handle, structured descriptor, int isSparseA, cusparseOperation_t op, d_in, int* d_valid (device), stream
     "cusparseLtSpMMAPruneCheck2": [_p, _p, _i, _i, _p, _p, _p],
-    "cusparseLtSpMMACompressedSize": [_p, _p, _size_p, _size_p],
-    "cusparseLtSpMMACompress": [_p, _p, _p, _p, _p, _p],
     "cusparseLtSpMMACompressedSize2": [_p, _p, _size_p, _size_p],
+    # handle, structured descriptor, isSparseA, op, d_dense, d_compressed, d_compressed_buffer, stream
     "cusparseLtSpMMACompress2": [_p, _p, _i, _i, _p, _p, _p, _p],
 }
 
@@ -123,6 +135,9 @@ def _loaded() -> tuple[ctypes.CDLL, str]:
     else:
         raise OSError(f"cuSPARSELt ({SONAME}) could not be loaded; install nvidia-cusparselt-cu13 or set "
                       f"{LIBRARY_ENV}. Tried: {'; '.join(errors)}")
+    missing = [name for name in [*_SIGNATURES, "cusparseLtGetErrorName"] if not hasattr(lib, name)]
+    if missing:
+        raise OSError(f"{candidate} lacks {', '.join(missing)}: not a cuSPARSELt this binding knows")
     for name, argtypes in _SIGNATURES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = argtypes, ctypes.c_int
@@ -143,6 +158,36 @@ def _call(function: str, *args) -> None:
     status = getattr(_library(), function)(*args)
     if status != 0:
         raise CusparseLtError(function, status)
+
+
+@functools.lru_cache(maxsize=1)
+def library_version() -> tuple[int, int, int]:
+    """(major, minor, patch) of the loaded library, from cusparseLtGetProperty: no handle, no GPU."""
+    parts = []
+    for prop in (_MAJOR, _MINOR, _PATCH):
+        value = ctypes.c_int(-1)
+        _call("cusparseLtGetProperty", prop, ctypes.byref(value))
+        parts.append(value.value)
+    return tuple(parts)
+
+
+def version() -> str:
+    """'0.8.0'-style version of the loaded library."""
+    return ".".join(map(str, library_version()))
+
+
+def version_supported(found: tuple[int, ...]) -> tuple[bool, str]:
+    """Whether this binding was checked against release `found` (major, minor, patch); the reason if not."""
+    if tuple(found[:2]) in SUPPORTED_VERSIONS:
+        return True, ""
+    text = ".".join(map(str, found))
+    checked = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED_VERSIONS)
+    if os.environ.get(ANY_VERSION_ENV) == "1":
+        return True, f"cuSPARSELt {text} is not among the checked releases ({checked}); used since {ANY_VERSION_ENV}=1"
+    return False, (f"cuSPARSELt {text} is not among the releases this binding was checked against ({checked}): "
+                   f"refused, since a changed struct or enum could fault on the GPU and poison the CUDA context. "
+                   f"Install one of those (pip install nvidia-cusparselt-cu13==0.8.* or ==0.10.*, or point "
+                   f"{LIBRARY_ENV} at one), or set {ANY_VERSION_ENV}=1 to try it anyway")
 
 
 class Opaque:
@@ -171,22 +216,28 @@ def _destroy(function: str, buffer: np.ndarray, ptr: int) -> None:
         pass
 
 
-_handles: dict[int, Opaque] = {}
+_local = threading.local()              # .handles: device -> this thread's handle
+_every_handle: list[Opaque] = []        # all of them, alive for good: descriptors may point at theirs
 _lock = threading.Lock()
 
 
 def handle() -> int:
-    """The process's handle for the current device (cusparseLtInit on first use)."""
+    """This thread's handle for the current device (cusparseLtInit on first use, once the release is known
+    to be supported). One per thread, as NVIDIA asks (a handle shared across threads fails with
+    INTERNAL_ERROR: pytorch/pytorch#113776); never destroyed."""
     from workbench.backends.cuda.device import cupy
     device = cupy().cuda.runtime.getDevice()
-    found = _handles.get(device)
+    handles = _local.__dict__.setdefault("handles", {})
+    found = handles.get(device)
     if found is None:
+        ok, why = version_supported(library_version())
+        if not ok:
+            raise RuntimeError(why)
+        made = Opaque("handle")
+        _call("cusparseLtInit", made.ptr)
         with _lock:
-            found = _handles.get(device)
-            if found is None:
-                made = Opaque("handle")
-                _call("cusparseLtInit", made.ptr)
-                found = _handles[device] = made
+            _every_handle.append(made)
+        found = handles[device] = made
     return found.ptr
 
 
@@ -194,32 +245,30 @@ def handle() -> int:
 def _availability() -> tuple[bool, str]:
     try:
         _loaded()
+        found = library_version()
     except Exception as exc:
         return False, str(exc)
+    ok, why = version_supported(found)
+    if not ok:
+        return False, f"{why} (loaded from {library_path()})"
     try:
         from workbench.backends.cuda.device import cuda_available
         if not cuda_available():
             return False, "no CUDA GPU (CuPy missing or no device)"
         handle()
     except Exception as exc:
-        return False, f"cuSPARSELt loaded from {library_path()} but cusparseLtInit failed: {exc}"
-    return True, ""
+        return False, f"cuSPARSELt {version()} loaded from {library_path()} but cusparseLtInit failed: {exc}"
+    return True, why                              # why: the ANY_VERSION note, or ""
 
 
 def available() -> bool:
-    """True when the library loads and a handle can be made on this machine's GPU. Never raises."""
+    """True when the library loads, is a supported release, and a handle can be made on this
+    machine's GPU. Never raises, and runs no kernel."""
     return _availability()[0]
 
 
 def why_unavailable() -> str:
     return _availability()[1]
-
-
-def version() -> int:
-    """CUSPARSELT_VERSION of the loaded library (major * 1000000 + minor * 100 + patch in 0.10)."""
-    value = ctypes.c_int()
-    _call("cusparseLtGetVersion", handle(), ctypes.byref(value))
-    return value.value
 
 
 def matrix_descriptor(rows: int, cols: int, ld: int, value_type: int, *, structured: bool = False,
@@ -242,7 +291,8 @@ def matmul_descriptor(op_a: int, op_b: int, a: Opaque, b: Opaque, c: Opaque, d: 
 
 
 def set_matmul_attribute(descriptor: Opaque, attribute: int, value: ctypes._SimpleCData) -> None:
-    """`value` is a ctypes scalar: c_int(1) for an activation flag, c_void_p(ptr) for BIAS_POINTER."""
+    """`value` is a ctypes scalar, passed by address with its size: c_int(1) for an activation flag,
+    c_void_p(device pointer) for BIAS_POINTER (the library reads the pointer value, the header's `&dBias`)."""
     _call("cusparseLtMatmulDescSetAttribute", handle(), descriptor.ptr, attribute, ctypes.byref(value),
           ctypes.sizeof(value))
 
@@ -260,6 +310,13 @@ def alg_attribute(selection: Opaque, attribute: int) -> int:
     return value.value
 
 
+def set_alg_attribute(selection: Opaque, attribute: int, value: int) -> None:
+    """Set an int attribute (ALG_CONFIG_ID, SEARCH_ITERATIONS, SPLIT_K) before the plan is made."""
+    data = ctypes.c_int(value)
+    _call("cusparseLtMatmulAlgSetAttribute", handle(), selection.ptr, attribute, ctypes.byref(data),
+          ctypes.sizeof(data))
+
+
 def plan(descriptor: Opaque, selection: Opaque) -> Opaque:
     made = Opaque("matmul plan", "cusparseLtMatmulPlanDestroy", keep=(descriptor, selection))
     _call("cusparseLtMatmulPlanInit", handle(), made.ptr, descriptor.ptr, selection.ptr)
@@ -272,11 +329,12 @@ def workspace_size(matmul_plan: Opaque) -> int:
     return size.value
 
 
-# -- execution: pointers are ints; alpha and beta point at host float32; `streams` at cudaStream_t[] --
+# -- execution: pointers are ints (device, except alpha/beta: host float32, and `streams`: a host
+# cudaStream_t[stream_count]; streams=0 with stream_count=0 means the default stream) --
 def matmul(matmul_plan: Opaque, alpha: int, a: int, b: int, beta: int, c: int, d: int, workspace: int,
            streams: int, stream_count: int, *, search: bool = False) -> None:
     """cusparseLtMatmul; search=True: cusparseLtMatmulSearch, which runs every algorithm of the plan
-    and keeps the fastest in it (autotuning: build time only, never in a captured run)."""
+    and keeps the fastest in it (blocking; build time only, never in a captured run)."""
     _call("cusparseLtMatmulSearch" if search else "cusparseLtMatmul", handle(), matmul_plan.ptr, alpha, a, b,
           beta, c, d, workspace, streams, stream_count)
 
@@ -296,4 +354,3 @@ def compressed_size(sparse: Opaque) -> tuple[int, int]:
 def compress(sparse: Opaque, dense: int, compressed: int, scratch: int, stream: int, op: int,
              is_sparse_a: bool = True) -> None:
     _call("cusparseLtSpMMACompress2", handle(), sparse.ptr, int(is_sparse_a), op, dense, compressed, scratch, stream)
-
