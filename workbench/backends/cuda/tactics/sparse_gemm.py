@@ -281,24 +281,18 @@ def _fastest(state: _State, rows: int, default, staged_x, staged_y, x, y, stream
         stop.record(stream)
         stop.synchronize()
         return cp.cuda.get_elapsed_time(start, stop)
-    # one probe selection re-pointed at each id (a selection takes ~0.1 s to make, a plan microseconds);
-    # the winner then gets a plan of its own, so no plan shares the probe's mutated selection
-    timings = {None: timed(*default)}
-    probe, _ = _make_plan(state, rows)
-    descriptor, selection = probe.keep
+    # each id gets its own selection and plan: re-pointing one selection under a live plan crashed 0.8.0
+    best, best_ms = default, timed(*default)
     for alg in state.candidate_ids:
         try:
-            binding.set_alg_attribute(selection, binding.ALG_CONFIG_ID, alg)
-            plan = binding.plan(descriptor, selection)
+            plan, _ = _make_plan(state, rows, alg_id=alg)
         except binding.CusparseLtError:         # an id past this problem's ALG_CONFIG_MAX_ID
             continue
-        timings[alg] = timed(plan, cp.empty(max(binding.workspace_size(plan), 1), cp.uint8))
-        del plan
-    best = min(timings, key=timings.get)
-    if best is None:
-        return default
-    plan, _ = _make_plan(state, rows, alg_id=best)
-    return plan, cp.empty(max(binding.workspace_size(plan), 1), cp.uint8)
+        workspace = cp.empty(max(binding.workspace_size(plan), 1), cp.uint8)
+        ms = timed(plan, workspace)
+        if ms < best_ms:
+            best, best_ms = (plan, workspace), ms
+    return best
 
 
 def _search(state: _State, matmul_plan, x, y, scratch, stream, step: Step) -> None:
