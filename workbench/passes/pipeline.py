@@ -22,13 +22,14 @@ def _pass_order() -> list[type[GraphPass]]:
     from workbench.passes import (eliminate_concat, eliminate_dead_nodes, eliminate_identity,
                                   fold_attention_transposes, fold_batchnorm, fold_constants, fuse_attention,
                                   fuse_conv_act, fuse_gelu, fuse_gemm_epilogue, fuse_layernorm, fuse_pointwise,
-                                  merge_parallel_convs, simplify_layout)
+                                  merge_attention_projections, merge_parallel_convs, simplify_layout)
     return [eliminate_identity.EliminateIdentityPass, fold_constants.FoldConstantsPass,
             eliminate_dead_nodes.EliminateDeadNodesPass, fold_batchnorm.FoldBatchNormPass,
             simplify_layout.SimplifyLayoutPass, fuse_layernorm.FuseLayerNormPass, fuse_gelu.FuseGeluPass,
             fuse_attention.FuseAttentionPass,
             fold_attention_transposes.FoldAttentionTransposesPass, fuse_conv_act.FuseConvActivationPass,
-            fuse_gemm_epilogue.FuseGemmEpiloguePass, merge_parallel_convs.MergeParallelConvsPass,
+            fuse_gemm_epilogue.FuseGemmEpiloguePass, merge_attention_projections.MergeAttentionProjectionsPass,
+            merge_parallel_convs.MergeParallelConvsPass,
             fuse_pointwise.FusePointwisePass, eliminate_concat.EliminateConcatPass]
 
 

@@ -43,6 +43,8 @@ def test_movement_supports():
     inner = Layer("s", "SplitView", ["x"], ["a", "b"], {"axis": 1, "split": [2, 3]}, domain="workbench",
                   output_shapes=[(2, 2, 4), (2, 3, 4)])
     assert split_view.supports(lead, "fp32") and not split_view.supports(inner, "fp32")
+    inner.attrs["strided"] = 1                 # every reader takes strides (merge_attention_projections)
+    assert split_view.supports(inner, "fp32")
 
 
 @gpu
@@ -179,3 +181,21 @@ def test_copies_are_capturable(cp):
     assert_capturable(_tactic("cupy.concat"), Layer("c", "Concat", ["a", "b"], ["y"], {"axis": 1}, opset=17), {}, [x, x])
     data, idx = _x((20, 8), np.float16), RNG.integers(0, 20, (3, 5)).astype(np.int64)
     assert_capturable(_tactic("cupy.gather"), Layer("g", "Gather", ["d", "i"], ["y"], opset=13), {"d": data}, [data, idx])
+
+
+@gpu
+def test_strided_split_then_head_reshape_are_views(cp):
+    """A merged QKV output [B, S, 3*H*D] split into column blocks, each reshaped to [B, S, H, D]:
+    no copy anywhere, the values are the slices'."""
+    x = cp.asarray(_x((2, 5, 3 * 4 * 8), np.float16))
+    split = Layer("s", "SplitView", ["x"], ["q", "k", "v"], {"axis": -1, "split": [32, 32, 32], "strided": 1},
+                  domain="workbench", output_shapes=[(2, 5, 32)] * 3)
+    tactic = _tactic("cupy.split_view")
+    parts = tactic.view(tactic.prepare(split, {}), [x], [(2, 5, 32)] * 3)
+    reshape = _tactic("cupy.reshape_view")
+    layer = Layer("r", "Reshape", ["k", "shape"], ["kh"], opset=17)
+    (heads,) = reshape.view(reshape.prepare(layer, {}), [parts[1], None], [(2, 5, 4, 8)])
+    assert heads.data.ptr == x.data.ptr + 32 * 2 and heads.strides == (5 * 96 * 2, 96 * 2, 8 * 2, 2)
+    np.testing.assert_array_equal(cp.asnumpy(heads), cp.asnumpy(x)[:, :, 32:64].reshape(2, 5, 4, 8))
+    with pytest.raises(ValueError, match="is a copy"):          # a reshape that mixes rows cannot be a view
+        reshape.view(reshape.prepare(layer, {}), [parts[1], None], [(10, 32)])

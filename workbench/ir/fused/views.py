@@ -2,6 +2,7 @@
 
     SplitView(X) -> Y_0, ..., Y_k      Y_i = X[..., s_i : s_i + split[i], ...] along `axis`,
                                        s_i = split[0] + ... + split[i-1]; each Y_i is a view of X
+                                       (strided=1: the views may be strided, every reader takes strides)
     ConcatView(X_0, ..., X_k) -> Y     Y = Concat(X_0, ..., X_k) along `axis`; producers of the
                                        X_i may write straight into their slice of Y's buffer
 
@@ -18,7 +19,7 @@ register(
     "SplitView", __doc__,
     inputs=[("X", None)],
     outputs=[("Y", Variadic)],
-    attributes={"axis": AttrType.INT, "split": AttrType.INTS},
+    attributes={"axis": AttrType.INT, "split": AttrType.INTS, "strided": AttrType.INT},
     # Split-11 still takes `split` as an attribute, so it can infer for us directly.
     infer=lambda ctx: infer_like(ctx, "Split", [0], ("axis", "split"), opset=11,
                                  outputs=range(ctx.get_num_outputs())))

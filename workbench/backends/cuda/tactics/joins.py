@@ -112,8 +112,10 @@ class Split(_Copy):
 
 
 class SplitView(CudaTactic):
-    """SplitView as views of the input. Only along a leading axis (all dims before it are 1), so
-    every part is itself contiguous and readers need not handle strides."""
+    """SplitView as views of the input. Along a leading axis (all dims before it are 1) every part
+    is itself contiguous and readers need not handle strides; with `strided=1` (set by
+    passes/merge_attention_projections.py, which checked that every reader takes strides) along any
+    axis."""
     name = "cupy.split_view"
     source = "cupy"
     is_view = True
@@ -124,8 +126,8 @@ class SplitView(CudaTactic):
         if not layer.output_shapes or layer.output_shapes[0] is None:
             return False
         shape = layer.output_shapes[0]                      # as stored (NHWC for NHWC layers)
-        axis = _stored_axis(layer, len(shape))
-        return all(d == 1 for d in shape[:axis])
+        axis = _stored_axis(layer, len(shape)) % len(shape)
+        return bool(layer.attrs.get("strided", 0)) or all(d == 1 for d in shape[:axis])
 
     def prepare(self, layer, weights):
         return layer

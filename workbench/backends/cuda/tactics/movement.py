@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
+import numpy as np
+
 from workbench.backends.base import Layer
 from workbench.backends.cpu.ops.shape import slice_indices
 from workbench.backends.cuda.device import cupy
@@ -128,11 +130,30 @@ class ReshapeView(CudaTactic):
         return layer
 
     def view(self, state: Layer, inputs, output_shapes):
-        x = inputs[0]
-        if not x.flags.c_contiguous:
+        x, shape = inputs[0], tuple(output_shapes[0])
+        if x.flags.c_contiguous:
+            return [x.reshape(shape)]
+        strides = _split_last_axis(x, shape)
+        if strides is None:
             raise ValueError(f"layer {state.name!r} ({state.op}): input {state.inputs[0]!r} is a strided view "
-                             f"{x.shape} strides {x.strides}; a reshape of it is a copy: use cupy.reshape")
-        return [x.reshape(tuple(output_shapes[0]))]
+                             f"{x.shape} strides {x.strides}; a reshape of it to {shape} is a copy: use cupy.reshape")
+        from cupy.lib.stride_tricks import as_strided
+        return [as_strided(x, shape, strides)]
+
+
+def _split_last_axis(x, shape: tuple) -> tuple | None:
+    """Strides of `shape` as a view of the strided `x` when it keeps x's leading dims and only splits
+    its contiguous last axis (a column block of a wider matrix into heads); else None."""
+    lead = x.ndim - 1
+    if x.ndim == 0 or x.strides[-1] != x.itemsize or tuple(shape[:lead]) != tuple(x.shape[:lead]):
+        return None
+    tail = shape[lead:]
+    if int(np.prod(tail, dtype=np.int64)) != x.shape[-1]:
+        return None
+    inner = [x.itemsize]
+    for d in reversed(tail[1:]):
+        inner.insert(0, inner[0] * d)
+    return tuple(x.strides[:lead]) + tuple(inner)
 
 
 class ReshapeCopy(_Copy):
