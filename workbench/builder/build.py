@@ -79,7 +79,8 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
     used = {name for layer in layers for name in layer.inputs} | {o.name for o in graph.outputs}
     weights = {k: v for k, v in weights.items() if k in used}
     max_shapes = _max_batch_shapes(original, config, profile, specs, value_shapes(graph))
-    memory = plan_engine_memory(layers, weights, specs, inputs, outputs, backend, max_shapes)
+    streams = config.max_streams if backend.name == "cuda" else 1
+    memory = plan_engine_memory(layers, weights, specs, inputs, outputs, backend, max_shapes, streams)
     tensors = {name: {"shape": None if shape is None else list(shape), "dtype": dtype,
                       "max_shape": None if (max_shapes or {}).get(name) is None else list(max_shapes[name])}
                for name, (shape, dtype) in specs.items() if name not in weights}

@@ -64,6 +64,9 @@ class BuilderConfig:
         max_workspace_bytes: the most scratch memory one tactic may use (None = no limit).
         builder_level: 0 = first valid tactic, no timing; 1 = time each candidate briefly; 2 = time
             each candidate (median of 10 after warm-up); 3 = exhaustive (more iterations).
+        max_streams: CUDA streams independent branches may run on (1 = one stream, in order;
+            e.g. 4 lets an inception block's four branches overlap; the memory plan keeps their
+            tensors apart). Ignored by the CPU backend.
         progress: called as progress(done, total, layer_name) while layers are tuned; it may raise
             to cancel the build (the app's Cancel button does). None shows a tqdm bar on long builds.
 
@@ -83,6 +86,7 @@ class BuilderConfig:
     timing_cache: str | os.PathLike | None = None
     max_workspace_bytes: int | None = None
     builder_level: int = 2
+    max_streams: int = 1
     progress: Callable[[int, int, str], None] | None = None
     strict: bool = False
     layer_precisions: Mapping[str, str] | None = None
@@ -96,6 +100,8 @@ class BuilderConfig:
             raise BuildError(f"sparsity {self.sparsity!r} is not supported; choose one of {', '.join(SPARSITY_MODES)}")
         if self.builder_level not in (0, 1, 2, 3):
             raise BuildError(f"builder_level must be 0, 1, 2 or 3, got {self.builder_level!r}")
+        if not isinstance(self.max_streams, int) or not 1 <= self.max_streams <= 16:
+            raise BuildError(f"max_streams must be an int from 1 to 16, got {self.max_streams!r}")
         if self.max_workspace_bytes is not None and self.max_workspace_bytes < 0:
             raise BuildError(f"max_workspace_bytes must be >= 0, got {self.max_workspace_bytes}")
         if self.tactic_sources is not None:

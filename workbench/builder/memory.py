@@ -31,9 +31,11 @@ def _align(n: int) -> int:
 
 
 def plan_memory(steps: list[tuple[list[str], list[str]]], sizes: dict[str, int], inputs: list[str],
-                outputs: list[str], aliases: dict[str, str] | None = None) -> MemoryPlan:
+                outputs: list[str], aliases: dict[str, str] | None = None,
+                last_use: dict[str, int] | None = None) -> MemoryPlan:
     """`steps` are (inputs, outputs) per layer in execution order; `sizes` hold the bytes of every
-    activation (weights are not in it and are not planned)."""
+    activation (weights are not in it and are not planned); `last_use` stretches lifetimes (a
+    tensor's bytes stay its own up to that layer index: builder/streams.py, for parallel streams)."""
     aliases = dict(aliases or {})
 
     def root(name: str) -> str:
@@ -51,6 +53,9 @@ def plan_memory(steps: list[tuple[list[str], list[str]]], sizes: dict[str, int],
         for name in reads:
             if name in sizes:
                 last[root(name)] = max(last.get(root(name), index), index)
+    for name, index in (last_use or {}).items():
+        if root(name) in last:
+            last[root(name)] = max(last[root(name)], index)
     end = len(steps)
     for name in outputs:
         if name in sizes:

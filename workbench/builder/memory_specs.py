@@ -6,6 +6,7 @@ import numpy as np
 
 from workbench.backends.base import Layer
 from workbench.builder.memory import plan_memory
+from workbench.builder.streams import assign_streams, concurrent_last_use
 from workbench.builder.network import IOSpec
 from workbench.builder.precision import tensor_dtypes
 from workbench.ir import Graph
@@ -60,18 +61,43 @@ def refresh_specs(specs: dict, shapes: dict[str, tuple | None], layers: list[Lay
 
 
 def plan_engine_memory(layers: list[Layer], weights: dict, specs: dict, inputs: list[IOSpec],
-                       outputs: list[IOSpec], backend, max_shapes: dict[str, tuple] | None = None) -> dict:
-    """The arena plan at the largest batch the engine accepts; views alias their source."""
+                       outputs: list[IOSpec], backend, max_shapes: dict[str, tuple] | None = None,
+                       max_streams: int = 1) -> dict:
+    """The arena plan at the largest batch the engine accepts; views alias their source. With
+    `max_streams` > 1, independent branches get streams (builder/streams.py) and lifetimes stretch so
+    that no two tensors a parallel schedule may hold at once share bytes; the plan reports the streams."""
     sizes = {}
     for name, (shape, dtype) in specs.items():
         shape = (max_shapes or {}).get(name, shape)
         if shape is not None and None not in shape and dtype and name not in weights:
             sizes[name] = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-    aliases = {}
-    for layer in layers:
+    aliases, views = {}, set()
+    for index, layer in enumerate(layers):
         tactic = backend.tactic(layer.tactic, layer)
-        if getattr(tactic, "is_view", False) and layer.inputs and layer.inputs[0] in sizes:
-            aliases.update({o: layer.inputs[0] for o in layer.outputs if o})
-    plan = plan_memory([(l.inputs, l.outputs) for l in layers], sizes, [s.name for s in inputs],
-                       [s.name for s in outputs], aliases)
-    return {**plan.report(), "offsets": plan.offsets, "sizes": plan.sizes, "aliases": plan.aliases}
+        if getattr(tactic, "is_view", False):
+            views.add(index)
+            if layer.inputs and layer.inputs[0] in sizes:
+                aliases.update({o: layer.inputs[0] for o in layer.outputs if o})
+    steps = [(l.inputs, l.outputs) for l in layers]
+    streams, last_use = None, None
+    if max_streams > 1:
+        streams = assign_streams(steps, views, max_streams)
+        last_use = concurrent_last_use(steps, views, streams, _readers(steps, views, aliases))
+    plan = plan_memory(steps, sizes, [s.name for s in inputs], [s.name for s in outputs], aliases, last_use)
+    report = {**plan.report(), "offsets": plan.offsets, "sizes": plan.sizes, "aliases": plan.aliases}
+    return {**report, "streams": streams.report()} if streams is not None else report
+
+
+def _readers(steps, views: set[int], aliases: dict[str, str]) -> dict[str, list[int]]:
+    """Tensor (a view's source for a view) -> the running layers that read it."""
+    def root(name):
+        while name in aliases:
+            name = aliases[name]
+        return name
+    readers: dict[str, list[int]] = {}
+    for index, (reads, _) in enumerate(steps):
+        if index not in views:
+            for name in reads:
+                if name:
+                    readers.setdefault(root(name), []).append(index)
+    return readers

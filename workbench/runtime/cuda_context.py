@@ -60,6 +60,7 @@ class CudaExecutionContext:
         self._graph = None
         self._views: dict[int | None, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self._streams = _ParallelStreams.of(plan.get("streams"), len(self._steps))
 
     # -- memory -----------------------------------------------------------------------------
     def _tensors(self, batch: int | None) -> dict[str, Any]:
@@ -119,17 +120,25 @@ class CudaExecutionContext:
     def _run_eager(self, env: dict[str, Any], keep: set[str] | None = None, timings: list | None = None) -> dict:
         kept = {}
         cp = cupy()
+        # independent branches on their streams, unless layers are read back or timed one by one
+        parallel = self._streams if self._streams is not None and not keep and timings is None else None
+        if parallel is not None:
+            parallel.fork(self.stream)
         for index, (layer, tactic, state) in enumerate(self._steps):
             if tactic.is_view:                      # its output aliases its input: nothing to run
                 kept.update({n: env[n].get(stream=self.stream) for n in layer.outputs if keep and n in keep})
                 continue
             args = [env.get(n) if n else None for n in layer.inputs]
             outs = [env.get(n) for n in layer.outputs if n]
+            stream = self.stream if parallel is None else parallel.before(index, self.stream)
             if timings is not None:
                 start, stop = cp.cuda.Event(), cp.cuda.Event()
                 start.record(self.stream)
             try:
-                tactic.run(state, args, outs, self.stream)
+                with stream:
+                    tactic.run(state, args, outs, stream)
+                if parallel is not None:
+                    parallel.after(index, stream)
             except Exception as exc:
                 shapes = ", ".join(f"{n}:{getattr(a, 'shape', None)}" for n, a in zip(layer.inputs, args))
                 raise ExecutionError(f"layer {layer.name!r} ({layer.qualified_op}, tactic {layer.tactic}, from nodes "
@@ -140,6 +149,8 @@ class CudaExecutionContext:
             for name in layer.outputs:
                 if keep and name in keep:
                     kept[name] = env[name].get(stream=self.stream)
+        if parallel is not None:
+            parallel.join(self.stream)
         return kept
 
     def _copy_in(self, env: dict[str, Any], feeds: Mapping[str, Any], caller=None) -> None:
@@ -186,3 +197,44 @@ class CudaExecutionContext:
                 for index, start, stop in timings:
                     samples[index].append(cupy().cuda.get_elapsed_time(start, stop))
         return layer_table(self.engine, samples, batch)
+
+
+class _ParallelStreams:
+    """The side streams of an engine built with max_streams > 1 (builder/streams.py): each layer runs
+    on its stream after waiting for the events of its producers on other streams. Fork and join with
+    the context's stream are events too, so a CUDA-graph capture turns them into graph edges."""
+
+    def __init__(self, stream_of: list[int], waits: list[list[int]]):
+        cp = cupy()
+        self.stream_of, self.waits = stream_of, waits
+        self.side = {s: cp.cuda.Stream(non_blocking=True) for s in sorted(set(stream_of)) if s}
+        waited = {p for w in waits for p in w}
+        self.events = {i: cp.cuda.Event(disable_timing=True) for i in waited}
+        self.ends = {s: cp.cuda.Event(disable_timing=True) for s in self.side}
+        self.start = cp.cuda.Event(disable_timing=True)
+
+    @classmethod
+    def of(cls, plan: dict | None, layers: int) -> "_ParallelStreams | None":
+        if not plan or plan.get("count", 1) <= 1 or len(plan.get("stream", ())) != layers:
+            return None
+        return cls(plan["stream"], plan["waits"])
+
+    def fork(self, main) -> None:
+        self.start.record(main)
+        for side in self.side.values():
+            side.wait_event(self.start)
+
+    def before(self, index: int, main):
+        stream = self.side.get(self.stream_of[index], main)
+        for producer in self.waits[index]:
+            stream.wait_event(self.events[producer])
+        return stream
+
+    def after(self, index: int, stream) -> None:
+        if index in self.events:
+            self.events[index].record(stream)
+
+    def join(self, main) -> None:
+        for s, side in self.side.items():
+            self.ends[s].record(side)
+            main.wait_event(self.ends[s])
