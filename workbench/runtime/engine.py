@@ -106,9 +106,13 @@ class Engine:
 
     @property
     def memory(self) -> dict:
-        """Activation arena (planned by lifetime) against the naive sum of all activations, in bytes."""
+        """Activation arena (planned by lifetime) against the naive sum of all activations, in bytes;
+        with parallel streams (BuilderConfig.max_streams), how many and how many layers run off the main one."""
         plan = self.meta.get("memory") or {}
-        return {k: plan.get(k) for k in ("arena_bytes", "naive_bytes", "ratio", "tensors")}
+        report = {k: plan.get(k) for k in ("arena_bytes", "naive_bytes", "ratio", "tensors")}
+        if plan.get("streams"):
+            report["streams"] = {k: plan["streams"][k] for k in ("count", "parallel_layers")}
+        return report
 
     def tensor_dtypes(self) -> dict[str, str]:
         return {name: t["dtype"] for name, t in (self.meta.get("tensors") or {}).items()}
