@@ -69,8 +69,9 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
         shapes = {name: shape for name, (shape, _) in specs.items()}
         layers = assign_layout(layers, weights, [o.name for o in graph.outputs], shapes)
         refresh_specs(specs, shapes, layers)
+    sparse_layers = set(sparse_meta.get("sparse_layers", ()))
     for layer in layers:
-        layer.sparse = layer.name in sparse_meta.get("sparse_layers", ())
+        layer.sparse = layer.name in sparse_layers
     _check_supported(layers, backend, graph.source)
     cache = TimingCache(config.timing_cache)
     build_log = autotune(layers, weights, specs, backend, level=config.builder_level, cache=cache,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
-__all__ = ["MemoryPlan", "plan_memory", "ALIGNMENT"]
+__all__ = ["MemoryPlan", "alias_root", "plan_memory", "ALIGNMENT"]
 
 ALIGNMENT = 256          # bytes; what cudaMalloc guarantees and vectorized kernels rely on
 
@@ -26,6 +26,13 @@ class MemoryPlan:
                 "tensors": len(self.sizes)}
 
 
+def alias_root(name: str, aliases: dict[str, str]) -> str:
+    """The tensor whose bytes a view (of a view ...) reads; a tensor that is no view is its own."""
+    while name in aliases:
+        name = aliases[name]
+    return name
+
+
 def _align(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
@@ -39,9 +46,7 @@ def plan_memory(steps: list[tuple[list[str], list[str]]], sizes: dict[str, int],
     aliases = dict(aliases or {})
 
     def root(name: str) -> str:
-        while name in aliases:
-            name = aliases[name]
-        return name
+        return alias_root(name, aliases)
 
     first: dict[str, int] = {name: -1 for name in inputs if name in sizes}
     last: dict[str, int] = dict(first)

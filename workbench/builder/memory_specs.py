@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.backends.base import Layer
-from workbench.builder.memory import plan_memory
+from workbench.builder.memory import alias_root, plan_memory
 from workbench.builder.streams import assign_streams, concurrent_last_use
 from workbench.builder.network import IOSpec
 from workbench.builder.precision import tensor_dtypes
@@ -90,14 +90,10 @@ def plan_engine_memory(layers: list[Layer], weights: dict, specs: dict, inputs: 
 
 def _readers(steps, views: set[int], aliases: dict[str, str]) -> dict[str, list[int]]:
     """Tensor (a view's source for a view) -> the running layers that read it."""
-    def root(name):
-        while name in aliases:
-            name = aliases[name]
-        return name
     readers: dict[str, list[int]] = {}
     for index, (reads, _) in enumerate(steps):
         if index not in views:
             for name in reads:
                 if name:
-                    readers.setdefault(root(name), []).append(index)
+                    readers.setdefault(alias_root(name, aliases), []).append(index)
     return readers

@@ -38,6 +38,11 @@ def is_op(node: ir.Node | None, *ops: str) -> bool:
     return node is not None and node.op_type in ops and node.domain in STANDARD_DOMAINS
 
 
+def is_fused(node: ir.Node | None, *ops: str) -> bool:
+    """`node` is a workbench-domain fused node of one of `ops`, e.g. `is_fused(node, "FusedAttention")`."""
+    return node is not None and node.op_type in ops and node.domain == WORKBENCH_DOMAIN
+
+
 def producer_op(value: ir.Value | None, *ops: str) -> ir.Node | None:
     """The standard-domain node of one of `ops` that computes `value`, else None."""
     node = value.producer() if value is not None else None

@@ -21,9 +21,8 @@ from typing import Any, Iterable
 import numpy as np
 import onnx_ir as ir
 
-from workbench.ir import WORKBENCH_DOMAIN
 from workbench.passes.base import Match
-from workbench.passes.edit import STANDARD_DOMAINS, attr, const_array, is_op, only_consumer
+from workbench.passes.edit import STANDARD_DOMAINS, attr, const_array, is_fused, is_op, only_consumer
 
 __all__ = ["ACTIVATIONS", "EXTRA_ACTIVATIONS", "activation_after", "residual_operand", "clip_bounds",
            "epilogue_match"]
@@ -51,7 +50,7 @@ def activation_after(value: ir.Value, extra_ops: Iterable[str] = ()) -> tuple[li
         return _silu(value)
     if "Tanh" in extra and is_op(nxt, "Tanh"):
         return [nxt], "Tanh", []
-    if "Gelu" in extra and (is_op(nxt, "Gelu") or (nxt.op_type == "FusedGelu" and nxt.domain == WORKBENCH_DOMAIN)):
+    if "Gelu" in extra and (is_op(nxt, "Gelu") or is_fused(nxt, "FusedGelu")):
         return [nxt], "Gelu", [float(attr(nxt, "approximate", "none") == "tanh")]
     if nxt.op_type not in _SIMPLE or nxt.domain not in STANDARD_DOMAINS:
         return None

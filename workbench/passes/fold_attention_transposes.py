@@ -17,8 +17,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from workbench.passes.base import FusionPass, Match
-from workbench.ir.fused.registry import WORKBENCH_DOMAIN
-from workbench.passes.edit import attr, fused_node, is_op, producer_op
+from workbench.passes.edit import attr, fused_node, is_fused, is_op, producer_op
 
 __all__ = ["FoldAttentionTransposesPass"]
 
@@ -31,8 +30,7 @@ class FoldAttentionTransposesPass(FusionPass):
     level = 2
 
     def pattern(self, node: ir.Node) -> Match | None:
-        if not (node.domain == WORKBENCH_DOMAIN and node.op_type == "FusedAttention"
-                and attr(node, "qkv_layout", "bhsd") == "bhsd"):
+        if not (is_fused(node, "FusedAttention") and attr(node, "qkv_layout", "bhsd") == "bhsd"):
             return None
         k_transposed = attr(node, "k_transposed", 0)
         wanted = [_HEADS_FIRST, _KEY_TRANSPOSED if k_transposed else _HEADS_FIRST, _HEADS_FIRST]

@@ -18,10 +18,9 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.convenience import replace_nodes_and_values
 
-from workbench.ir import WORKBENCH_DOMAIN
 from workbench.passes.base import GraphPass
 from workbench.passes.edit import (add_initializer, attr, const_array, drop_unread_initializers, fused_node,
-                                   joined_name, sources_of, unique_value_name)
+                                   is_fused, joined_name, sources_of, unique_value_name)
 
 __all__ = ["MergeAttentionProjectionsPass"]
 
@@ -33,7 +32,7 @@ class MergeAttentionProjectionsPass(GraphPass):
     def apply(self, graph: ir.Graph) -> int:
         count = 0
         for node in list(graph):
-            if node.graph is not graph or not _is_attention(node) or attr(node, "qkv_layout", "bhsd") != "bshd":
+            if node.graph is not graph or not is_fused(node, "FusedAttention") or attr(node, "qkv_layout") != "bshd":
                 continue
             projections = [_projection(v) for v in node.inputs[:3]]
             reason = _why_not(projections)
@@ -65,10 +64,6 @@ class MergeAttentionProjectionsPass(GraphPass):
                                           f"columns in one GEMM, read by the attention in place")
 
 
-def _is_attention(node: ir.Node) -> bool:
-    return node.domain == WORKBENCH_DOMAIN and node.op_type == "FusedAttention"
-
-
 def _bias(node: ir.Node) -> ir.Value | None:
     return node.inputs[2] if len(node.inputs) > 2 else None
 
@@ -82,7 +77,7 @@ def _projection(value: ir.Value) -> tuple[ir.Node | None, str | None]:
         return None, f"{value.name!r} is read by more than the attention"
     y = reshape.inputs[0]
     gemm = y.producer()
-    if gemm is None or gemm.domain != WORKBENCH_DOMAIN or gemm.op_type != "FusedGemm":
+    if not is_fused(gemm, "FusedGemm"):
         return None, f"{y.name!r} does not come from a FusedGemm"
     if len(list(y.uses())) != 1 or y.is_graph_output():
         return None, f"{y.name!r} is read by more than the head split"

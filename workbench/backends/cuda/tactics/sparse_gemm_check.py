@@ -74,16 +74,22 @@ def _self_test_child() -> int:
     return 0 if record["ok"] else 1
 
 
+def _run_child(entry: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run `entry` (a function of this module returning an exit code) in a fresh Python with the
+    self-test off and this package importable; raises subprocess.TimeoutExpired past the limit."""
+    root = str(Path(__file__).resolve().parents[4])
+    env = dict(os.environ, **{SELF_TEST_ENV: "0"}, **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    code = f"import sys; from {__name__} import {entry} as t; sys.exit(t())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=SELF_TEST_TIMEOUT_S)
+
+
 def self_test(config: Config, device: int = 0) -> tuple[bool, str]:
     """Run check_steps in a subprocess with `config`; (passed, what happened)."""
-    root = str(Path(__file__).resolve().parents[4])
-    env = dict(os.environ, **{SELF_TEST_ENV: "0", LAYOUT_ENV: config.layout, SEARCH_ENV: config.search,
-                              "WB_CUSPARSELT_DEVICE": str(device)})
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    code = "import sys; from workbench.backends.cuda.tactics.sparse_gemm_check import _self_test_child as t; sys.exit(t())"
     try:
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                              timeout=SELF_TEST_TIMEOUT_S)
+        done = _run_child("_self_test_child", {LAYOUT_ENV: config.layout, SEARCH_ENV: config.search,
+                                               "WB_CUSPARSELT_DEVICE": str(device)})
     except subprocess.TimeoutExpired as exc:
         tail = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
         return False, f"timed out after {SELF_TEST_TIMEOUT_S} s; last output: {tail[-300:]}"
@@ -176,17 +182,10 @@ def safe_algorithm_ids(config: Config) -> tuple[int, ...]:
 
 def _sweep(config: Config) -> list[int]:
     safe, start, children = [], 0, 0
-    code = ("import sys; from workbench.backends.cuda.tactics.sparse_gemm_check import _sweep_child as t; "
-            "sys.exit(t())")
-    root = str(Path(__file__).resolve().parents[4])
     while children < 64:
         children += 1
-        env = dict(os.environ, **{SELF_TEST_ENV: "0", LAYOUT_ENV: config.layout,
-                                  "WB_CUSPARSELT_SWEEP_FROM": str(start)})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         try:
-            done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                                  timeout=SELF_TEST_TIMEOUT_S)
+            done = _run_child("_sweep_child", {LAYOUT_ENV: config.layout, "WB_CUSPARSELT_SWEEP_FROM": str(start)})
             lines = done.stdout.splitlines()
         except subprocess.TimeoutExpired as exc:
             lines = (exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or "")
