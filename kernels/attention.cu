@@ -12,7 +12,12 @@
 // A mask that is the same for every query row (BERT's [B, 1, 1, Sk]) is staged per key tile. (Staging
 // a full [B, 1, Sq, Sk] mask tile the same way measured slower on BERT-base: the per-thread loads
 // it replaces hit L1/L2 anyway.)
-#include "half_io.cuh"
+#include <cuda_fp16.h>
+
+#define WB_NEG_INF __int_as_float(0xff800000)
+
+template <typename TM> __device__ __forceinline__ float wb_mask(const TM* p) { return static_cast<float>(*p); }
+template <> __device__ __forceinline__ float wb_mask<__half>(const __half* p) { return __half2float(*p); }
 
 __device__ __forceinline__ unsigned ld32(const __half* p) { return *reinterpret_cast<const unsigned*>(p); }
 
@@ -110,7 +115,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
         load_tile<BC, D, THREADS>(v_tile, VLD, vb, vsr, key0, 0, sk, D);
         for (int c = threadIdx.x; shared_mask && c < BC; c += THREADS) {
             const int key = key0 + c;
-            mask_tile[c] = key < sk ? wb_load(mrow0 + key * ms3) * LOG2E : WB_NEG_INF;
+            mask_tile[c] = key < sk ? wb_mask(mrow0 + key * ms3) * LOG2E : WB_NEG_INF;
         }
         __syncthreads();
 
@@ -139,7 +144,7 @@ __global__ void __launch_bounds__(WARPS * 32) flash_attention(
                 float x = s[j][e] * scale2;
                 if (shared_mask) x += mask_tile[col];
                 else if (key >= sk) x = WB_NEG_INF;
-                else if (mask) x += wb_load(e < 2 ? mrow0 + key * ms3 : mrow1 + key * ms3) * LOG2E;
+                else if (mask) x += wb_mask(e < 2 ? mrow0 + key * ms3 : mrow1 + key * ms3) * LOG2E;
                 s[j][e] = x;
             }
             mx0 = fmaxf(mx0, fmaxf(s[j][0], s[j][1]));

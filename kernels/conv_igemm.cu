@@ -17,7 +17,47 @@
 // max(STAGES * (BM + BN) * (BK + 8) * 2, BM * (BN + 8) * 4) bytes.
 // Half values travel as raw 16-bit patterns (unsigned short): no cuda_fp16.h needed under NVRTC.
 #include "epilogue.cuh"
-#include "tensor_core.cuh"
+
+namespace wb_igemm {
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    unsigned r;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// 16-byte async copy global -> shared; src_bytes == 0 writes 16 zero bytes (padding, tails)
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+
+__device__ __forceinline__ void mma16816(float* d, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ float half_to_float(unsigned short h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ unsigned short float_to_half(float f) {
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+}  // namespace wb_igemm
 
 extern __shared__ __align__(16) unsigned char wb_igemm_smem[];
 
@@ -28,7 +68,7 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
            unsigned short* __restrict__ y,
            int N, int H, int W, int C, int K, int P, int Q, int R, int S,
            int sh, int sw, int ph, int pw, int dh, int dw, int act, float p0, float p1) {
-    using namespace wb_tc;
+    using namespace wb_igemm;
     constexpr int WARPS_M = BM / WM, WARPS_N = BN / WN;
     constexpr int THREADS = WARPS_M * WARPS_N * 32;
     constexpr int LDS = BK + 8;                    // halves per shared row (16-byte pad)
@@ -90,7 +130,7 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             const int ih = a_h[i] + r * dh, iw = a_w[i] + s * dw;
             const bool ok = k_ok && ih >= 0 && ih < H && iw >= 0 && iw < W;
             const unsigned short* src = ok ? x + a_img[i] + ((long long)ih * W + iw) * C + c : x;
-            cp_async16(smem_u32(as + row * LDS + chunk * 8), src, ok ? 16 : 0);
+            cp_async16(smem_addr(as + row * LDS + chunk * 8), src, ok ? 16 : 0);
         }
         unsigned short* bs = Bs + stage * BN * LDS;
 #pragma unroll
@@ -99,7 +139,7 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             const int k = n0 + row;
             const bool ok = k_ok && k < K;
             const unsigned short* src = ok ? w + (long long)k * Ktot + kk : w;
-            cp_async16(smem_u32(bs + row * LDS + chunk * 8), src, ok ? 16 : 0);
+            cp_async16(smem_addr(bs + row * LDS + chunk * 8), src, ok ? 16 : 0);
         }
     };
 
@@ -133,18 +173,18 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             for (int i = 0; i < MI; ++i) {
                 const int row = warp_m * WM + i * 16 + (lane & 15);
                 const int col = k16 * 16 + (lane >> 4) * 8;
-                ldmatrix_x4(smem_u32(as + row * LDS + col), a[i][0], a[i][1], a[i][2], a[i][3]);
+                ldmatrix_x4(smem_addr(as + row * LDS + col), a[i][0], a[i][1], a[i][2], a[i][3]);
             }
 #pragma unroll
             for (int j = 0; j < NI; j += 2) {
                 const int row = warp_n * WN + j * 8 + (lane >> 4) * 8 + (lane & 7);
                 const int col = k16 * 16 + ((lane >> 3) & 1) * 8;
-                ldmatrix_x4(smem_u32(bs + row * LDS + col), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
+                ldmatrix_x4(smem_addr(bs + row * LDS + col), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
             }
 #pragma unroll
             for (int i = 0; i < MI; ++i)
 #pragma unroll
-                for (int j = 0; j < NI; ++j) mma_16816(acc[i][j], a[i], b[j]);
+                for (int j = 0; j < NI; ++j) mma16816(acc[i][j], a[i], b[j]);
         }
     }
     cp_async_wait<0>();

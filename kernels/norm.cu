@@ -1,8 +1,14 @@
 // Row-wise normalizations: Softmax (with the optional scale and broadcast additive mask that
 // attention needs) and LayerNorm. fp32 statistics whatever the storage type; one block per row
 // with warp-shuffle reductions, or one warp per row when rows are short (attention: 128).
-#include "half_io.cuh"
+#include <cuda_fp16.h>
 
+template <typename T> __device__ __forceinline__ float wb_load(const T* p) { return static_cast<float>(*p); }
+template <> __device__ __forceinline__ float wb_load<__half>(const __half* p) { return __half2float(*p); }
+template <typename T> __device__ __forceinline__ T wb_store(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half wb_store<__half>(float v) { return __float2half_rn(v); }
+
+#define WB_NEG_INF __int_as_float(0xff800000)
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

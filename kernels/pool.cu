@@ -5,8 +5,14 @@
 // CPU oracle (workbench/backends/cpu/ops/pooling.py): max ignores positions outside the input
 // (it pads with -inf), average divides by the number of "countable" taps: inside the input, or,
 // with count_include_pad, inside the explicitly padded input (not the ceil_mode overhang).
-#include "half_io.cuh"
+#include <cuda_fp16.h>
 
+#define WB_NEG_INF __int_as_float(0xff800000)
+
+template <typename T> __device__ __forceinline__ float wb_load(const T* p) { return static_cast<float>(*p); }
+template <> __device__ __forceinline__ float wb_load<__half>(const __half* p) { return __half2float(*p); }
+template <typename T> __device__ __forceinline__ T wb_store(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half wb_store<__half>(float v) { return __float2half_rn(v); }
 
 // The geometry travels as plain int arguments (CuPy passes scalars, not structs):
 // input n, c, h, w; output oh, ow; kernel, strides, dilations; begin pads (negative for SAME

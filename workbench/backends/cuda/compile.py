@@ -8,7 +8,6 @@ so a second process loads them without compiling; the lru_cache below spares re-
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 
 from workbench.backends.cuda.device import compute_capability, cupy
@@ -18,24 +17,11 @@ __all__ = ["KERNELS_DIR", "kernel_source", "get_kernel", "get_module"]
 KERNELS_DIR = Path(__file__).resolve().parents[3] / "kernels"
 
 
-_LOCAL_INCLUDE = re.compile(r'^#include "([\w.]+)"[ \t]*$', re.MULTILINE)
-
-
-def kernel_source(filename: str, _seen: set[str] | None = None) -> str:
-    """The source of kernels/`filename` with its local headers (`#include "x.cuh"`) inlined, each
-    once: CuPy's disk cache keys on the source text, so an edited header recompiles its kernels."""
+def kernel_source(filename: str) -> str:
     path = KERNELS_DIR / filename
     if not path.is_file():
         raise FileNotFoundError(f"CUDA source {path} is missing (the kernels/ folder ships beside the package)")
-    seen = set() if _seen is None else _seen
-
-    def inline(match: re.Match) -> str:
-        header = match.group(1)
-        if header in seen:
-            return ""
-        seen.add(header)
-        return kernel_source(header, seen).replace("#pragma once", "")
-    return _LOCAL_INCLUDE.sub(inline, path.read_text())
+    return path.read_text()
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,7 +29,7 @@ def get_module(filename: str, name_expressions: tuple[str, ...], options: tuple[
     """One RawModule per (file, instances, options); compiled on first use, cached on disk by CuPy."""
     cp = cupy()
     major, minor = compute_capability()
-    opts = ("--std=c++17", f"--gpu-architecture=sm_{major}{minor}", "-DNDEBUG") + tuple(options)
+    opts = ("--std=c++17", f"--gpu-architecture=sm_{major}{minor}", "-DNDEBUG", f"-I{KERNELS_DIR}") + tuple(options)
     return cp.RawModule(code=kernel_source(filename), options=opts, name_expressions=name_expressions,
                         backend="nvrtc")
 
