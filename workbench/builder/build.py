@@ -1,7 +1,8 @@
 """`build_network`: Graph + BuilderConfig -> Network.
 
 Steps: fix the symbolic batch (and any given input shapes) and re-infer shapes; lower every
-node to a Layer (Constant nodes become weights); assign precisions; lay out channels-last for
+node to a Layer (Constant nodes become weights); assign precisions; fuse Q/DQ convolutions into
+integer layers (builder/int8_fusion.py); lay out channels-last for
 backends that want it; refuse, in one error, every op the backend cannot run; autotune a tactic
 per layer; keep only the weights some layer reads; plan the activation memory.
 """
@@ -18,6 +19,7 @@ from workbench.backends import get_backend
 from workbench.backends.base import Layer
 from workbench.builder.autotune import autotune
 from workbench.builder.config import BuilderConfig, Profile
+from workbench.builder.int8_fusion import fuse_int8_layers
 from workbench.builder.layout import assign_layout
 from workbench.builder.memory_specs import plan_engine_memory, refresh_specs, tensor_specs, value_shapes
 from workbench.builder.network import IOSpec, Network
@@ -64,6 +66,8 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
                                                        batch=profile.opt if profile else 1)
     elif config.precision != "int8":
         layers, weights = assign_precision(layers, weights, inputs, outputs, config.precision)
+    if config.int8_fusion and has_qdq(graph):
+        layers = fuse_int8_layers(layers, weights, [o.name for o in graph.outputs])
     specs = tensor_specs(graph, layers, weights, inputs)
     if getattr(backend, "preferred_layout", "") == "NHWC":
         shapes = {name: shape for name, (shape, _) in specs.items()}

@@ -67,6 +67,10 @@ class BuilderConfig:
         max_streams: CUDA streams independent branches may run on (1 = one stream, in order;
             e.g. 4 lets an inception block's four branches overlap; the memory plan keeps their
             tensors apart). Ignored by the CPU backend.
+        int8_fusion: run each quantized convolution (DequantizeLinear -> Conv -> QuantizeLinear) as one
+            integer layer, FusedQConv: int8 in, exact int32 accumulation, requantizing epilogue, int8
+            out (as TensorRT does); False runs the Q/DQ graph as written, in float (the reference
+            the fused numbers are compared with).
         progress: called as progress(done, total, layer_name) while layers are tuned; it may raise
             to cancel the build (the app's Cancel button does). None shows a tqdm bar on long builds.
 
@@ -87,6 +91,7 @@ class BuilderConfig:
     max_workspace_bytes: int | None = None
     builder_level: int = 2
     max_streams: int = 1
+    int8_fusion: bool = True
     progress: Callable[[int, int, str], None] | None = None
     strict: bool = False
     layer_precisions: Mapping[str, str] | None = None

@@ -16,12 +16,12 @@ from workbench.backends.base import Layer
 __all__ = ["assign_layout", "NHWC_NATIVE", "TO_NHWC", "TO_NCHW"]
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
-NHWC_NATIVE = {("", "Conv"), ("workbench", "FusedConv"), ("", "MaxPool"), ("", "AveragePool"),
-               ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "BatchNormalization")}
+NHWC_NATIVE = {("", "Conv"), ("workbench", "FusedConv"), ("workbench", "FusedQConv"), ("", "MaxPool"),
+               ("", "AveragePool"), ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "BatchNormalization")}
 _CHANNEL_AXIS_OPS = {("", "Concat"), ("workbench", "ConcatView"), ("", "Split"), ("workbench", "SplitView")}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSwish",
                 "HardSigmoid", "Erf", "Exp", "Abs", "Neg", "Sqrt", "Max", "Min", "Identity", "Cast", "Gelu",
-                "Softplus", "PointwiseChain", "RoundTF32"}
+                "Softplus", "PointwiseChain", "RoundTF32", "QuantizeLinear", "DequantizeLinear"}
 
 
 def assign_layout(layers: list[Layer], weights: dict[str, np.ndarray], graph_outputs: list[str],
@@ -49,7 +49,7 @@ def assign_layout(layers: list[Layer], weights: dict[str, np.ndarray], graph_out
 
     for layer in layers:
         acts = [i for i, n in enumerate(layer.inputs) if n and n not in weights and _rank(shapes.get(n)) == 4]
-        mode = _mode(layer, acts, nhwc, shapes)
+        mode = _mode(layer, acts, nhwc, shapes, weights)
         if mode == "NHWC":
             for i in acts:
                 if layer.inputs[i] not in nhwc:
@@ -72,7 +72,7 @@ def assign_layout(layers: list[Layer], weights: dict[str, np.ndarray], graph_out
     return out
 
 
-def _mode(layer: Layer, acts: list[int], nhwc: set[str], shapes) -> str:
+def _mode(layer: Layer, acts: list[int], nhwc: set[str], shapes, weights: dict[str, np.ndarray]) -> str:
     key = (layer.domain, layer.op)
     if key in NHWC_NATIVE:
         return "NHWC" if acts and 0 in acts else ""
@@ -86,7 +86,7 @@ def _mode(layer: Layer, acts: list[int], nhwc: set[str], shapes) -> str:
         same = all(shapes.get(layer.inputs[i]) is not None and _nchw(shapes, layer.inputs[i], nhwc) == out_shape
                    for i in acts)
         others = [n for i, n in enumerate(layer.inputs) if n and i not in acts]
-        scalars = all(_size(shapes.get(n)) == 1 for n in others)
+        scalars = all(_size(shapes.get(n)) == 1 or (n in weights and weights[n].size == 1) for n in others)
         return "NHWC" if same and scalars and out_shape is not None else ""
     return ""
 

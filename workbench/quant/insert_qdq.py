@@ -14,8 +14,9 @@ both compute the same numbers:
                                                  and its partial sums are integers), so the float Conv
                                                  over x' and W' equals the int32-accumulating kernel
 
-Placement (TensorRT's rules for QDQ networks): only the two operands of the compute ops get Q/DQ; a
-tensor read by several of them is quantized once; biases stay float32; weights are stored already
+Placement (TensorRT's rules for QDQ networks): only the two operands of the compute ops get Q/DQ, and
+the residual of a FusedConv (so the add fuses into the integer kernel); a tensor read by several of
+them is quantized once; biases stay float32; weights are stored already
 quantized (int8 initializers), so the model holds int8 weights. A node whose operand already comes
 from DequantizeLinear is explicitly quantized: it is left alone and its scales win.
 
@@ -49,7 +50,8 @@ _KNOWN_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm
 _FUSED_OPS = {"FusedConv", "FusedGemm"}                  # live in the workbench domain
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                   "QLinearMatMul", "ConvInteger", "MatMulInteger"}
-_SLOT_LABELS = ("input", "weight")                       # operand 0 / operand 1 in node names
+_SLOT_LABELS = {0: "input", 1: "weight", 3: "residual"}  # operand slot -> label in node names
+_RESIDUAL_SLOT = 3                                       # FusedConv's Z: quantized so the residual add fuses
 DECISIONS_KEY = "workbench.qdq_decisions"                # the result's model.meta entry (not serialized)
 
 
@@ -119,7 +121,7 @@ def insert_qdq(graph: Graph, table: CalibrationTable, ops=QUANTIZABLE_OPS) -> Gr
     for node, decision in plan:
         if not decision.quantized:
             continue
-        for slot in (0, 1):
+        for slot in _operand_slots(node):
             value = node.inputs[slot]
             if value.name in decision.weights:
                 array = const_array(value)
@@ -186,10 +188,18 @@ def _plan(graph: Graph, table: CalibrationTable | None, ops) -> list[tuple[ir.No
     return [(node, _decide(node, table)) for node in graph.ir_graph if _is_candidate(node, ops)]
 
 
+def _operand_slots(node: ir.Node) -> tuple[int, ...]:
+    """The two matmul operands, and FusedConv's residual: TensorRT fuses a residual add into an INT8
+    convolution only when the residual is quantized too, so it gets Q/DQ like an input."""
+    has_residual = (node.op_type == "FusedConv" and len(node.inputs) > _RESIDUAL_SLOT
+                    and node.inputs[_RESIDUAL_SLOT] is not None)
+    return (0, 1, _RESIDUAL_SLOT) if has_residual else (0, 1)
+
+
 def _decide(node: ir.Node, table: CalibrationTable | None) -> QdqDecision:
     name = node.name or node.op_type
-    operands = list(node.inputs[:2])
-    if len(operands) < 2 or any(v is None for v in operands):
+    operands = [node.inputs[slot] for slot in _operand_slots(node)]
+    if len(operands) < 2 or any(v is None for v in operands[:2]):
         return QdqDecision(name, node.op_type, (), (), "it has fewer than two operands")
     acts = tuple(dict.fromkeys(v.name for v in operands if not _is_constant(v)))
     weights = tuple(dict.fromkeys(v.name for v in operands if _is_constant(v)))

@@ -23,22 +23,27 @@ InferFn = Callable[[shape_inference.InferenceContext], None]
 
 
 def register(name: str, doc: str, inputs: Iterable[tuple[str, object]], outputs: Iterable[tuple[str, object]],
-             attributes: dict[str, AttrType], infer: InferFn) -> None:
+             attributes: dict[str, AttrType], infer: InferFn, mixed_types: bool = False) -> None:
     """Register `workbench::name` (idempotent). Inputs/outputs are (name, option) pairs, option one of
     None (single), `Optional` or `Variadic`; every type is allowed (T), since fused ops are generic.
-    A `source_nodes` STRINGS attribute is always added."""
+    `mixed_types`: each input and output has its own type variable (int8 data with float32 scales)
+    instead of one T for all. A `source_nodes` STRINGS attribute is always added."""
     if name in FUSED_OPS:
         return
+    variables = iter(f"T{i}" for i in range(64)) if mixed_types else None
+
     def param(pname, option):
+        variable = next(variables) if variables else "T"
         if option is None:
-            return defs.OpSchema.FormalParameter(pname, "T")
-        return defs.OpSchema.FormalParameter(pname, "T", "", param_option=option,
+            return defs.OpSchema.FormalParameter(pname, variable)
+        return defs.OpSchema.FormalParameter(pname, variable, "", param_option=option,
                                              is_homogeneous=False, min_arity=1)
     attrs = {"source_nodes": AttrType.STRINGS, **attributes}
+    formal_inputs, formal_outputs = [param(n, o) for n, o in inputs], [param(n, o) for n, o in outputs]
+    used = sorted({p.type_str for p in formal_inputs + formal_outputs})
     schema = defs.OpSchema(
-        name, WORKBENCH_DOMAIN, OPSET_VERSION, doc=doc,
-        inputs=[param(n, o) for n, o in inputs], outputs=[param(n, o) for n, o in outputs],
-        type_constraints=[("T", _TYPES, "any numeric tensor")],
+        name, WORKBENCH_DOMAIN, OPSET_VERSION, doc=doc, inputs=formal_inputs, outputs=formal_outputs,
+        type_constraints=[(v, _TYPES, "any numeric tensor") for v in used],
         attributes=[defs.OpSchema.Attribute(a, kind, "", required=False) for a, kind in attrs.items()])
     schema.set_type_and_shape_inference_function(infer)
     defs.register_schema(schema)

@@ -1,10 +1,14 @@
 """Pooling on the GPU (kernels/pool.cu): MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
-NCHW and NHWC, fp32 and fp16 storage with fp32 math.
+NCHW and NHWC, fp32 and fp16 storage with fp32 math; MaxPool also on int8 / uint8 (an int8
+engine pools its quantized activations without dequantizing them).
 
 The window geometry (pads, auto_pad, ceil_mode, dilations) is computed on the host by the CPU
 oracle's own `window_geometry`, so both backends agree on output sizes and pads by construction;
 the kernel only walks the taps. NHWC is the fast layout: neighbouring threads read neighbouring
-channels of the same pixel.
+channels of the same pixel. An NHWC MaxPool whose rows of channels are whole 16-byte vectors
+(and whose buffers are 16-byte aligned) runs `max_pool2d_nhwc_vec16`, one 16-byte vector per
+thread; anything else runs the general `pool2d`. The tensor's dtype picks the kernel, not the
+layer's precision (an int8 engine's MaxPool may be labelled int8 and read float32, or the reverse).
 """
 from __future__ import annotations
 
@@ -23,10 +27,16 @@ from workbench.backends.cuda.tactics._args import present_outputs
 __all__: list[str] = []
 
 _SOURCE = "pool.cu"
-_TYPES = {"float32": "float", "float16": "__half"}
+_FLOAT_TYPES = {"float32": "float", "float16": "__half"}
+_MAX_TYPES = {**_FLOAT_TYPES, "int8": "signed char", "uint8": "unsigned char"}     # what MaxPool takes
+# windows the 16-byte kernel unrolls at compile time (ResNet's 3x3, VGG/UNet's 2x2); (0, 0) is any other
+_VEC_WINDOWS = ((3, 3), (2, 2), (0, 0))
+_VEC_BYTES = 16
 _INSTANCES = tuple(
-    [f"pool2d<{t},{m},{l}>" for t in _TYPES.values() for m in ("true", "false") for l in ("true", "false")]
-    + [f"global_pool_{l}<{t},{m}>" for l in ("nhwc", "nchw") for t in _TYPES.values() for m in ("true", "false")])
+    [f"pool2d<{t},{m},{l}>" for t in _FLOAT_TYPES.values() for m in ("true", "false") for l in ("true", "false")]
+    + [f"pool2d<{t},true,{l}>" for t in ("signed char", "unsigned char") for l in ("true", "false")]
+    + [f"max_pool2d_nhwc_vec16<{t},{kh},{kw}>" for t in _MAX_TYPES.values() for kh, kw in _VEC_WINDOWS]
+    + [f"global_pool_{l}<{t},{m}>" for l in ("nhwc", "nchw") for t in _FLOAT_TYPES.values() for m in ("true", "false")])
 _THREADS = 256
 
 
@@ -48,13 +58,32 @@ class _State:
     geometry: dict = dataclasses.field(default_factory=dict)    # input shape -> kernel int arguments
 
 
+def _types(layer: Layer) -> dict[str, str]:
+    return _MAX_TYPES if layer.op == "MaxPool" else _FLOAT_TYPES
+
+
+def _dtype_supported(layer: Layer) -> bool:
+    """The output dtype, where the builder has set it, is one the kernels take (unknown: decided at run)."""
+    dtype = layer.output_dtypes[0] if layer.output_dtypes else ""
+    return not dtype or dtype in _types(layer)
+
+
 def _check(layer: Layer, x, out) -> str:
-    if x.ndim != 4 or x.dtype.name not in _TYPES or out.dtype != x.dtype:
-        raise ValueError(f"layer {layer.name!r} ({layer.op}): needs a 4-D float32/float16 input and output of "
+    types = _types(layer)
+    if x.ndim != 4 or x.dtype.name not in types or out.dtype != x.dtype:
+        raise ValueError(f"layer {layer.name!r} ({layer.op}): needs a 4-D {'/'.join(types)} input and output of "
                          f"its dtype, got {x.dtype.name}{tuple(x.shape)} -> {out.dtype.name}{tuple(out.shape)}")
     if not (x.flags.c_contiguous and out.flags.c_contiguous):
         raise ValueError(f"layer {layer.name!r} ({layer.op}): needs contiguous input and output")
-    return _TYPES[x.dtype.name]
+    return types[x.dtype.name]
+
+
+def fits_vec16(x, out) -> bool:
+    """Whether an NHWC max pool of `x` into `out` can run max_pool2d_nhwc_vec16: each pixel's channels
+    are whole 16-byte vectors, both buffers are 16-byte aligned (arena slices may not be), and the
+    kernel's 32-bit decomposition of the output index holds."""
+    return (x.shape[3] * x.itemsize % _VEC_BYTES == 0 and x.data.ptr % _VEC_BYTES == 0
+            and out.data.ptr % _VEC_BYTES == 0 and out.nbytes // _VEC_BYTES < 2 ** 31)
 
 
 class WindowPool(CudaTactic):
@@ -65,7 +94,10 @@ class WindowPool(CudaTactic):
     def supports(self, layer: Layer, precision: str) -> bool:
         if layer.domain not in ("", "ai.onnx") or layer.op not in ("MaxPool", "AveragePool"):
             return False
-        if precision not in ("fp32", "tf32", "fp16") or len(layer.attrs.get("kernel_shape", [])) != 2:
+        precisions = ("fp32", "tf32", "fp16", "int8") if layer.op == "MaxPool" else ("fp32", "tf32", "fp16")
+        if precision not in precisions or len(layer.attrs.get("kernel_shape", [])) != 2:
+            return False
+        if not _dtype_supported(layer):
             return False
         return sum(1 for o in layer.outputs if o) == 1          # MaxPool's Indices output is not ours
 
@@ -95,9 +127,18 @@ class WindowPool(CudaTactic):
         x, out = inputs[0], present_outputs(layer, outputs)[0][1]
         ctype = _check(layer, x, out)
         args = self._arguments(state, x, out)
-        if out.size:
-            nhwc = "true" if layer.layout == "NHWC" else "false"
-            kernel = _kernel(f"pool2d<{ctype},{'true' if _is_max(layer) else 'false'},{nhwc}>")
+        if not out.size:
+            return outputs
+        nhwc = layer.layout == "NHWC"
+        if _is_max(layer) and nhwc and fits_vec16(x, out):
+            window = tuple(layer.attrs["kernel_shape"])
+            kh, kw = window if window in _VEC_WINDOWS else (0, 0)
+            kernel = _kernel(f"max_pool2d_nhwc_vec16<{ctype},{kh},{kw}>")
+            vectors = out.nbytes // _VEC_BYTES                  # one thread each, no grid-stride loop
+            kernel((-(-vectors // _THREADS),), (_THREADS,), (x, out) + args)
+        else:
+            mode, layout = "true" if _is_max(layer) else "false", "true" if nhwc else "false"
+            kernel = _kernel(f"pool2d<{ctype},{mode},{layout}>")
             kernel(_grid(out.size), (_THREADS,), (x, out) + args)
         return outputs
 
@@ -112,7 +153,7 @@ class GlobalPool(CudaTactic):
             return False
         shapes = layer.output_shapes
         rank_ok = not shapes or shapes[0] is None or len(shapes[0]) == 4
-        return precision in ("fp32", "tf32", "fp16") and rank_ok
+        return precision in ("fp32", "tf32", "fp16") and rank_ok and _dtype_supported(layer)
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> Layer:
         return layer

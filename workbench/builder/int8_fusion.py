@@ -1,0 +1,207 @@
+"""INT8 layer fusion: what TensorRT's builder does with a Q/DQ network, on lowered layers.
+
+A Q/DQ graph says where values are int8; running it as written dequantizes every operand and
+convolves in float. This pass turns each quantized convolution into one integer layer:
+
+    Q(x; s_x) -> DQ -> Conv/FusedConv(., DQ(W_q; s_w[k]), b, DQ(Z_q; s_z)) -> act -> Q(.; s_y)
+        ==>  FusedQConv(x_q, W_q, M = s_x s_w[k] / s_y, B = b / s_y, Z_q, residual_scale = s_z / s_y)
+
+int8 in, exact integer accumulation, one requantizing epilogue, int8 out (workbench/ir/fused/conv.py),
+so activations stay int8 between layers. A convolution whose output is also read in float (or
+whose activation does not commute with a positive scale) keeps a float output (s_y = 1) and its
+Q layers. Before that, a MaxPool whose readers all quantize with one scale moves after the Q:
+max commutes with rounding and saturation (both monotone), so the pool runs on int8 and the
+convolution before it can quantize its own output.
+
+Only symmetric per-tensor activation scales (int8 zero point 0) and per-output-channel weight
+scales fuse, what `insert_qdq` writes and TensorRT requires; anything else runs as written. Layers
+left computing in float get precision fp32 (their CPU and GPU kernels compute float32), the
+integer ones keep "int8". The CPU kernel of FusedQConv is the exact emulation the GPU kernels are
+checked against.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+
+from workbench.backends.base import Layer
+from workbench.backends.cpu.ops.fused_conv import GRID_ACTIVATIONS
+
+__all__ = ["fuse_int8_layers"]
+log = logging.getLogger(__name__)
+
+_CONV_OPS = {("", "Conv"), ("workbench", "FusedConv")}
+_MONOTONE_POOLS = {"MaxPool", "GlobalMaxPool"}
+_INTEGER_OPS = {"QuantizeLinear", "DequantizeLinear", "FusedQConv"}
+_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+
+
+class _Graph:
+    """Producer and readers of every tensor of a layer list, rebuilt after each rewrite."""
+
+    def __init__(self, layers: list[Layer], outputs: set[str]):
+        self.layers, self.outputs = layers, outputs
+        self.producer = {n: layer for layer in layers for n in layer.outputs if n}
+        self.readers: dict[str, list[Layer]] = {}
+        for layer in layers:
+            for name in dict.fromkeys(n for n in layer.inputs if n):
+                self.readers.setdefault(name, []).append(layer)
+
+    def produced_by(self, tensor: str, op: str) -> Layer | None:
+        layer = self.producer.get(tensor)
+        return layer if layer is not None and layer.op == op and layer.domain in ("", "ai.onnx") else None
+
+
+def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_outputs: list[str]) -> list[Layer]:
+    """The layers with every fusable quantized convolution made a FusedQConv (see the module doc);
+    new weights (multipliers, scaled biases) are added to `weights`."""
+    outputs = set(graph_outputs)
+    layers = _pools_after_quantize(list(layers), weights, outputs)
+    fused = 0
+    for index, layer in enumerate(layers):
+        if (layer.domain if layer.domain != "ai.onnx" else "", layer.op) in _CONV_OPS:
+            replacement = _fuse_conv(layer, _Graph(layers, outputs), weights)
+            if replacement is not None:
+                layers[index] = replacement
+                fused += 1
+    layers = _drop_unread_qdq(layers, outputs)
+    _float_layers_to_fp32(layers)
+    if fused:
+        log.info("int8 fusion: %d convolutions run as FusedQConv (int8 in, int32 accumulate, requantize)", fused)
+    return layers
+
+
+def _per_tensor(weights: dict, scale: str, zero_point: str | None) -> float | None:
+    """The scale of a symmetric per-tensor int8 Q/DQ, or None if it is anything else."""
+    s = weights.get(scale)
+    if s is None or s.size != 1 or not np.isfinite(s).all() or float(s.reshape(())) <= 0:
+        return None
+    if zero_point:
+        z = weights.get(zero_point)
+        if z is None or z.dtype != np.int8 or np.any(z != 0):
+            return None
+    else:
+        return None                  # no zero point: ONNX quantizes to uint8
+    return float(s.reshape(()))
+
+
+def _qdq_scale(layer: Layer, weights: dict) -> float | None:
+    inputs = layer.inputs + ["", ""]
+    return _per_tensor(weights, inputs[1], inputs[2])
+
+
+def _pools_after_quantize(layers: list[Layer], weights: dict, outputs: set[str]) -> list[Layer]:
+    """MaxPool(x) -> Q(s) becomes Q(s) -> MaxPool on int8 (exact: both are monotone)."""
+    for pool in [l for l in layers if l.op in _MONOTONE_POOLS and l.domain in ("", "ai.onnx")]:
+        graph = _Graph(layers, outputs)
+        if len(pool.outputs) != 1 or pool.outputs[0] in outputs:
+            continue
+        readers = graph.readers.get(pool.outputs[0], [])
+        scales = {_qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == pool.outputs[0] else None
+                  for r in readers}
+        if not readers or None in scales or len(scales) != 1:
+            continue
+        first, *others = readers
+        quantized = first.outputs[0]
+        _rename(layers, {r.outputs[0]: quantized for r in others})
+        layers = [l for l in layers if not any(l is r for r in others)]
+        layers.remove(first)
+        first.inputs = [pool.inputs[0]] + first.inputs[1:]
+        first.outputs = [f"{pool.inputs[0]}_quantized_for_{pool.name}"]
+        source = graph.producer.get(pool.inputs[0])
+        first.output_shapes = [source.output_shapes[source.outputs.index(pool.inputs[0])] if source else None]
+        pool.inputs = [first.outputs[0]] + pool.inputs[1:]
+        pool.outputs = [quantized]
+        layers.insert(layers.index(pool), first)
+    return layers
+
+
+def _fuse_conv(conv: Layer, graph: _Graph, weights: dict) -> Layer | None:
+    inputs = conv.inputs + [""] * (4 - len(conv.inputs))
+    dq_x, dq_w = graph.produced_by(inputs[0], "DequantizeLinear"), graph.produced_by(inputs[1], "DequantizeLinear")
+    if dq_x is None or dq_w is None:
+        return None
+    s_x = _qdq_scale(dq_x, weights)
+    s_w = _weight_scales(dq_w, weights)
+    bias = weights.get(inputs[2]) if inputs[2] else None
+    if s_x is None or s_w is None or (inputs[2] and bias is None):
+        return None
+    residual, residual_scale = inputs[3], 1.0
+    dq_z = graph.produced_by(residual, "DequantizeLinear") if residual else None
+    if dq_z is not None and _qdq_scale(dq_z, weights) is not None:
+        residual, residual_scale = dq_z.inputs[0], _qdq_scale(dq_z, weights)
+    activation = conv.attrs.get("activation", "") if conv.op == "FusedConv" else ""
+    params = list(conv.attrs.get("activation_params", []))
+    y = conv.outputs[0]
+    readers = graph.readers.get(y, [])
+    scales = {_qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == y else None for r in readers}
+    s_y, out = 1.0, y
+    if readers and y not in graph.outputs and None not in scales and len(scales) == 1 \
+            and activation in GRID_ACTIVATIONS:
+        s_y = scales.pop()
+        out = readers[0].outputs[0]
+        _rename(graph.layers, {r.outputs[0]: out for r in readers[1:]})
+        for r in readers:                       # unread now: dropped with the other dead Q/DQ
+            r.outputs = [f"{r.outputs[0]}/fused_into_{conv.name}"]
+    name = conv.name
+    weights[f"{name}/multiplier"] = (np.float64(s_x) * s_w.astype(np.float64) / s_y).astype(np.float32)
+    new_inputs = [dq_x.inputs[0], dq_w.inputs[0], f"{name}/multiplier"]
+    if bias is not None:
+        weights[f"{name}/bias_on_grid"] = (bias.astype(np.float64) / s_y).astype(np.float32)
+    new_inputs += [f"{name}/bias_on_grid" if bias is not None else "", residual]
+    while new_inputs[-1] == "":
+        new_inputs.pop()
+    attrs = {k: v for k, v in conv.attrs.items() if k in _CONV_ATTRS}
+    if activation:
+        attrs["activation"] = activation
+        attrs["activation_params"] = [p / s_y for p in params] if activation == "Clip" else params
+    attrs["residual_scale"] = float(np.float32(residual_scale / s_y))
+    attrs["output_dtype"] = onnx.TensorProto.INT8 if s_y != 1.0 or out != y else onnx.TensorProto.FLOAT
+    return Layer(name=name, op="FusedQConv", domain="workbench", inputs=new_inputs, outputs=[out], attrs=attrs,
+                 opset=1, precision="int8", source_nodes=list(conv.source_nodes), output_shapes=conv.output_shapes)
+
+
+def _weight_scales(dq: Layer, weights: dict) -> np.ndarray | None:
+    """Per-output-channel (axis 0) or per-tensor scales of an int8 weight, zero points 0."""
+    q = weights.get(dq.inputs[0])
+    inputs = dq.inputs + ["", ""]
+    s, z = weights.get(inputs[1]), weights.get(inputs[2]) if inputs[2] else None
+    if q is None or q.dtype != np.int8 or s is None or z is None or z.dtype != np.int8 or np.any(z != 0):
+        return None
+    if s.size == 1:
+        return np.full(q.shape[0], float(s.reshape(())), np.float64)
+    if s.ndim != 1 or s.size != q.shape[0] or int(dq.attrs.get("axis", 1)) != 0:
+        return None
+    return s.astype(np.float64)
+
+
+def _rename(layers: list[Layer], mapping: dict[str, str]) -> None:
+    if mapping:
+        for layer in layers:
+            layer.inputs = [mapping.get(n, n) for n in layer.inputs]
+
+
+def _drop_unread_qdq(layers: list[Layer], outputs: set[str]) -> list[Layer]:
+    """Remove Q/DQ layers nobody reads any more (the fused ones), repeatedly (DQ before Q)."""
+    while True:
+        read = {n for layer in layers for n in layer.inputs if n} | outputs
+        keep = [l for l in layers if not (l.op in ("QuantizeLinear", "DequantizeLinear")
+                                          and not any(n in read for n in l.outputs if n))]
+        if len(keep) == len(layers):
+            return keep
+        layers = keep
+
+
+def _float_layers_to_fp32(layers: list[Layer]) -> None:
+    """Layers of an int8 build that neither are integer ops nor read int8 data compute in float32."""
+    int8: set[str] = set()
+    for layer in layers:
+        integer = layer.op in _INTEGER_OPS or any(n in int8 for n in layer.inputs)
+        if layer.op == "QuantizeLinear" or (layer.op == "FusedQConv"
+                                            and layer.attrs["output_dtype"] == onnx.TensorProto.INT8) \
+                or (layer.op in _MONOTONE_POOLS and integer):
+            int8.update(n for n in layer.outputs if n)
+        if layer.precision == "int8" and not integer:
+            layer.precision = "fp32"
