@@ -186,13 +186,14 @@ def feed_sets(make_feeds, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
 # -- our engine -----------------------------------------------------------------------------------
 def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, precision: str, batch: int,
                    timing_cache: str | None, builder_level: int, warmup: int, iters: int,
-                   profile_rows: int = 15, log=print) -> tuple[dict, dict[str, np.ndarray]]:
-    """Build cold, rebuild warm with the same timing cache, run and time; returns (record, outputs of set 0)."""
+                   profile_rows: int = 15, log=print, **config) -> tuple[dict, dict[str, np.ndarray]]:
+    """Build cold, rebuild warm with the same timing cache, run and time; returns (record, outputs of set 0).
+    `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...)."""
     import workbench as wb
     cache = Path(timing_cache) if timing_cache else Path(tempfile.mkdtemp(prefix="wb-bench-")) / "timing_cache.json"
     record = {"timing_cache_preexisting": cache.exists()}
     config = wb.BuilderConfig(backend=backend, precision=precision, batch_size=batch, timing_cache=str(cache),
-                              builder_level=builder_level)
+                              builder_level=builder_level, **config)
     for kind in ("build", "warm_build"):
         started = time.perf_counter()
         graph, _ = wb.optimize(wb.load(model))          # fusion is part of building an engine

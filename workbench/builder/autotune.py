@@ -109,7 +109,7 @@ def _tune_one(layer, weights, specs, backend, level, cache, max_workspace_bytes)
     if unknown:
         row.reason = f"not timed: the shape or dtype of {unknown[0]!r} is not static; first valid tactic"
         return row
-    integral = [n for n in layer.inputs if n and n not in weights and np.dtype(specs[n][1]).kind in "biu"]
+    integral = [n for n in layer.inputs if n and n not in weights and _index_like(np.dtype(specs[n][1]))]
     if integral:          # indices and shapes: random values would be out of range, not representative
         row.reason = f"not timed: integer input {integral[0]!r} holds data-dependent values; first valid tactic"
         return row
@@ -209,6 +209,12 @@ def _runner(tactic, state, layer, inputs, backend, stream) -> Callable[[], list]
 def _median_ms(run: Callable, backend, stream, level: int) -> float:
     warmups, repeats = backend.timing_repeats[level]
     return backend.measure(run, stream, warmups, repeats)
+
+
+def _index_like(dtype: np.dtype) -> bool:
+    """Integer data whose random values would not be representative (indices, shapes, masks); int8
+    and uint8 are quantized activations, any value on their grid is."""
+    return dtype.kind in "biu" and not (dtype.itemsize == 1 and dtype.kind in "iu")
 
 
 def _random_inputs(layer: Layer, weights: dict[str, np.ndarray], specs: TensorSpecs, backend) -> list:

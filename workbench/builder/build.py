@@ -67,7 +67,8 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
     elif config.precision != "int8":
         layers, weights = assign_precision(layers, weights, inputs, outputs, config.precision)
     if config.int8_fusion and has_qdq(graph):
-        layers = fuse_int8_layers(layers, weights, [o.name for o in graph.outputs])
+        layers = fuse_int8_layers(layers, weights, [o.name for o in graph.outputs],
+                                  relabel_float=precision_meta is None and config.precision == "int8")
     specs = tensor_specs(graph, layers, weights, inputs)
     if getattr(backend, "preferred_layout", "") == "NHWC":
         shapes = {name: shape for name, (shape, _) in specs.items()}

@@ -14,9 +14,9 @@ max commutes with rounding and saturation (both monotone), so the pool runs on i
 convolution before it can quantize its own output.
 
 Only symmetric per-tensor activation scales (int8 zero point 0) and per-output-channel weight
-scales fuse, what `insert_qdq` writes and TensorRT requires; anything else runs as written. Layers
-left computing in float get precision fp32 (their CPU and GPU kernels compute float32), the
-integer ones keep "int8". The CPU kernel of FusedQConv is the exact emulation the GPU kernels are
+scales fuse, what `insert_qdq` writes and TensorRT requires; anything else runs as written. In a
+precision="int8" build, layers left computing in float get precision fp32 (their CPU and GPU
+kernels compute float32), the integer ones keep "int8". The CPU kernel of FusedQConv is the exact emulation the GPU kernels are
 checked against.
 """
 from __future__ import annotations
@@ -54,9 +54,12 @@ class _Graph:
         return layer if layer is not None and layer.op == op and layer.domain in ("", "ai.onnx") else None
 
 
-def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_outputs: list[str]) -> list[Layer]:
+def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_outputs: list[str],
+                     relabel_float: bool = True) -> list[Layer]:
     """The layers with every fusable quantized convolution made a FusedQConv (see the module doc);
-    new weights (multipliers, scaled biases) are added to `weights`."""
+    new weights (multipliers, scaled biases) are added to `weights`. `relabel_float`: the build is
+    precision="int8", where "int8" is every layer's default label, so layers left computing in
+    float become fp32; with a precision policy its per-layer labels stand."""
     outputs = set(graph_outputs)
     layers = _pools_after_quantize(list(layers), weights, outputs)
     fused = 0
@@ -67,7 +70,8 @@ def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_
                 layers[index] = replacement
                 fused += 1
     layers = _drop_unread_qdq(layers, outputs)
-    _float_layers_to_fp32(layers)
+    if relabel_float:
+        _float_layers_to_fp32(layers)
     if fused:
         log.info("int8 fusion: %d convolutions run as FusedQConv (int8 in, int32 accumulate, requantize)", fused)
     return layers

@@ -63,11 +63,14 @@ class CpuBackend:
         return np.empty(shape, dtype)
 
     def random(self, shape, dtype, seed: int) -> np.ndarray:
-        """Nonzero test data for the autotuner: normal floats, 0/1 integers and booleans."""
+        """Nonzero test data for the autotuner: normal floats, int8/uint8 over their grid, 0/1 other
+        integers and booleans."""
         rng = np.random.default_rng(seed)
         dtype = np.dtype(dtype)
         if dtype.kind == "f":
             return (rng.standard_normal(shape, dtype=np.float32) * 0.5 + 0.1).astype(dtype)
+        if dtype.itemsize == 1 and dtype.kind in "iu":       # quantized activations: the whole grid
+            return rng.integers(*((-127, 128) if dtype.kind == "i" else (0, 256)), shape).astype(dtype)
         return rng.integers(0, 2, shape).astype(dtype)
 
     def synchronize(self) -> None:

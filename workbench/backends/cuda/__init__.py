@@ -68,6 +68,9 @@ class CudaBackend:
         dtype = cp.dtype(dtype)
         if dtype.kind == "f":
             return (state.standard_normal(shape, dtype=cp.float32) * 0.5 + 0.1).astype(dtype)
+        if dtype.itemsize == 1 and dtype.kind in "iu":       # quantized activations: the whole grid
+            low, high = (-127, 128) if dtype.kind == "i" else (0, 256)
+            return state.randint(low, high, size=shape).astype(dtype)
         return state.randint(0, 2, size=shape).astype(dtype)
 
     def stream(self):

@@ -1,7 +1,8 @@
 """What every convolution tactic of the CUDA backend shares: which layers are convolutions we can
 run, their geometry at a given input shape, their weights re-laid out and their fused epilogue.
 
-A Conv or workbench::FusedConv layer computes, in NHWC,
+A Conv or workbench::FusedConv layer computes, in NHWC (workbench::FusedQConv, its int8 form, adds a
+per-channel multiplier before B and rounds to int8: workbench/ir/fused/conv.py),
 
     Y[n, p, q, k] = act(sum_{r, s, c} X[n, p*sh - pt + r*dh, q*sw - pl + s*dw, g*Cg + c] * W[k, c, r, s]
                         + B[k] + Z[n, p, q, k])            (g = k // Kg, zero outside the image)
@@ -28,18 +29,18 @@ __all__ = ["conv_operands", "ConvGeometry", "ConvWeights", "is_conv2d_nhwc", "kn
 
 FLOAT_PRECISIONS = ("fp32", "tf32", "fp16")
 _AUTO_PADS = ("", "NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+_MAX_INPUTS = {("", "Conv"): 3, ("workbench", "FusedConv"): 4, ("workbench", "FusedQConv"): 5}   # X W [M] B Z
 
 
 def is_conv2d_nhwc(layer: Layer, precision: str, precisions=FLOAT_PRECISIONS) -> bool:
     """A 2-D Conv/FusedConv on channels-last activations, at a precision we run, whose attributes
     are well formed and whose activation has a GPU epilogue. Pure: attributes only, no GPU."""
     op = (layer.domain if layer.domain != "ai.onnx" else "", layer.op)
-    if op not in (("", "Conv"), ("workbench", "FusedConv")):
+    if op not in _MAX_INPUTS or (op[1] == "FusedQConv") != (precision == "int8"):
         return False
     if layer.layout != "NHWC" or precision not in precisions:
         return False
-    max_inputs = 4 if layer.op == "FusedConv" else 3
-    if not 2 <= len(layer.inputs) <= max_inputs or not layer.inputs[0] or not layer.inputs[1]:
+    if not 2 <= len(layer.inputs) <= _MAX_INPUTS[op] or not layer.inputs[0] or not layer.inputs[1]:
         return False
     attrs = layer.attrs
     kernel = attrs.get("kernel_shape")

@@ -1,0 +1,97 @@
+"""ResNet-50 INT8 against our own FP16 engine, same weights, same inputs, one process (issue 5's
+target: INT8 throughput >= 1.6x FP16 at batch 256 on the H100).
+
+INT8 is post-training quantization as a user runs it: calibrate on a few batches (the zoo model has
+random weights, so random images are as representative as any), Q/DQ inserted, the builder fuses
+each quantized convolution into a FusedQConv layer (int8 activations end to end). The second,
+warm build reads the calibration cache and does not calibrate again. Both engines' outputs are
+compared with PyTorch float32 eager on the same weights (rel L2, top-1 agreement).
+
+    python3 bench/resnet50_int8.py --batch 256 --out $OUT/resnet50_int8_b256.json
+    python3 bench/resnet50_int8.py --backend cpu --batch 2 --image-size 64 --no-torch     # a check anywhere
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from _gpu_timing import feed_sets, header, measure_engine, rel_l2, require_backend, write_json
+
+TARGET = 1.6
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="cuda", choices=("cuda", "cpu"))
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--calibrator", default="percentile", choices=("entropy", "minmax", "percentile"))
+    parser.add_argument("--calibration-batches", type=int, default=4)
+    parser.add_argument("--calibration-batch-size", type=int, default=8)
+    parser.add_argument("--iters", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch float32 reference")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--out", default="bench/results/resnet50_int8_b256.json")
+    args = parser.parse_args(argv)
+    require_backend(args.backend, "bench/resnet50_int8.py")
+    from workbench.evaluate.zoo import resnet50
+    size = args.image_size
+    model = resnet50(seed=args.seed, image_size=size)
+
+    def make_feeds(batch, rng):
+        return {"input": rng.standard_normal((batch, 3, size, size), dtype=np.float32)}
+    sets = feed_sets(make_feeds, args.batch, args.seed)
+    rng = np.random.default_rng(args.seed + 100)
+    calibration = [make_feeds(args.calibration_batch_size, rng) for _ in range(args.calibration_batches)]
+    work = Path(tempfile.mkdtemp(prefix="wb-int8-"))
+    doc = header(args.backend, args.revision)
+    doc.update({"model": "resnet50 (zoo, random weights)", "batch": args.batch, "image_size": size,
+                "calibrator": args.calibrator,
+                "calibration_images": args.calibration_batches * args.calibration_batch_size})
+    common = dict(backend=args.backend, batch=args.batch, builder_level=2, warmup=args.warmup, iters=args.iters)
+    outputs = {}
+    for precision, extra in (("fp16", {}), ("int8", {"calibration_data": calibration, "calibrator": args.calibrator,
+                                                       "calibration_cache": str(work / "resnet50.calib.json")})):
+        print(f"{precision}:", flush=True)
+        started = time.perf_counter()
+        record, outputs[precision] = measure_engine(model, sets, precision=precision,
+                                                    timing_cache=str(work / f"timing_{precision}.json"),
+                                                    **common, **extra)
+        record["total_s"] = round(time.perf_counter() - started, 1)
+        doc[precision] = record
+        write_json(args.out, doc)
+    if not args.no_torch:
+        reference = _torch_fp32(model, sets[0])
+        for precision in outputs:
+            got = outputs[precision]
+            doc[precision]["rel_l2_vs_torch_fp32"] = rel_l2(got, reference)
+            doc[precision]["top1_agreement_vs_torch_fp32"] = float(np.mean(
+                np.argmax(got["logits"], 1) == np.argmax(reference["logits"], 1)))
+    doc["int8_vs_fp16_rel_l2"] = rel_l2(outputs["int8"], outputs["fp16"])
+    ratio = doc["fp16"]["latency_ms"] / doc["int8"]["latency_ms"]
+    doc["throughput_ratio_int8_vs_fp16"] = round(ratio, 4)
+    doc["target"] = {"what": "ResNet-50 INT8 b256 throughput >= 1.6x our FP16", "value": TARGET, "met": ratio >= TARGET}
+    print(f"fp16 {doc['fp16']['latency_ms']:.3f} ms, int8 {doc['int8']['latency_ms']:.3f} ms: {ratio:.2f}x "
+          f"(target {TARGET}x)", flush=True)
+    write_json(args.out, doc)
+    return doc
+
+
+def _torch_fp32(model, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    import torch
+    from _torch_reference import resnet_from_onnx
+    module = resnet_from_onnx(model).eval()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    with torch.no_grad():
+        y = module.to(device)(torch.from_numpy(feeds["input"]).to(device))
+    return {"logits": y.float().cpu().numpy()}
+
+
+if __name__ == "__main__":
+    main()
