@@ -186,7 +186,8 @@ def feed_sets(make_feeds, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
 # -- our engine -----------------------------------------------------------------------------------
 def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, precision: str, batch: int,
                    timing_cache: str | None, builder_level: int, warmup: int, iters: int,
-                   profile_rows: int = 15, log=print, **config) -> tuple[dict, dict[str, np.ndarray]]:
+                   profile_rows: int = 15, log=print, warm_build: bool = True,
+                   **config) -> tuple[dict, dict[str, np.ndarray]]:
     """Build cold, rebuild warm with the same timing cache, run and time; returns (record, outputs of set 0).
     `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...)."""
     import workbench as wb
@@ -194,7 +195,7 @@ def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, pr
     record = {"timing_cache_preexisting": cache.exists()}
     config = wb.BuilderConfig(backend=backend, precision=precision, batch_size=batch, timing_cache=str(cache),
                               builder_level=builder_level, **config)
-    for kind in ("build", "warm_build"):
+    for kind in ("build", "warm_build") if warm_build else ("build",):
         started = time.perf_counter()
         graph, _ = wb.optimize(wb.load(model))          # fusion is part of building an engine
         engine = wb.build(graph, config)
@@ -221,11 +222,23 @@ def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, pr
     record["tactics"] = engine.to_dataframe()["tactic.name"].value_counts().to_dict()
     record["profile"] = _profile(ctx, sets[0], profile_rows)
     record["tuned_by_op"] = _tuned_by_op(engine)
+    record["choices"] = _choices(engine)
     ctx = engine = first = None         # release the arena before the pool is emptied
     if backend == "cuda":
         import cupy
         cupy.get_default_memory_pool().free_all_blocks()
     return record, outputs
+
+
+def _choices(engine) -> list[dict]:
+    """Per tuned layer: the candidates' times, the choice, and why others were refused (truncated)."""
+    rows = []
+    for row in engine.meta.get("build_log", []):
+        if row.get("times_ms") or row.get("rejected"):
+            rows.append({"layer": row["layer"], "choice": row["choice"],
+                         "times_ms": {k: round(v, 4) for k, v in (row.get("times_ms") or {}).items()},
+                         "rejected": {k: str(v)[:160] for k, v in (row.get("rejected") or {}).items()}})
+    return rows
 
 
 def _to_numpy(value) -> np.ndarray:

@@ -13,6 +13,7 @@ compared with PyTorch float32 eager on the same weights (rel L2, top-1 agreement
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -35,9 +36,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch float32 reference")
+    parser.add_argument("--no-warm-build", action="store_true", help="build each engine once (saves minutes)")
     parser.add_argument("--revision", default=None)
     parser.add_argument("--out", default="bench/results/resnet50_int8_b256.json")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(relativeCreated)8.0f ms  %(name)s: %(message)s")
+    for name in ("workbench.runtime.calibration", "workbench.builder.build", "workbench.builder.int8_fusion"):
+        logging.getLogger(name).setLevel(logging.INFO)      # where the minutes of an int8 build go
     require_backend(args.backend, "bench/resnet50_int8.py")
     from workbench.evaluate.zoo import resnet50
     size = args.image_size
@@ -53,10 +58,11 @@ def main(argv=None) -> dict:
     doc.update({"model": "resnet50 (zoo, random weights)", "batch": args.batch, "image_size": size,
                 "calibrator": args.calibrator,
                 "calibration_images": args.calibration_batches * args.calibration_batch_size})
-    common = dict(backend=args.backend, batch=args.batch, builder_level=2, warmup=args.warmup, iters=args.iters)
+    common = dict(backend=args.backend, batch=args.batch, builder_level=2, warmup=args.warmup, iters=args.iters,
+                  warm_build=not args.no_warm_build)
     outputs = {}
-    for precision, extra in (("fp16", {}), ("int8", {"calibration_data": calibration, "calibrator": args.calibrator,
-                                                       "calibration_cache": str(work / "resnet50.calib.json")})):
+    for precision, extra in (("int8", {"calibration_data": calibration, "calibrator": args.calibrator,
+                                       "calibration_cache": str(work / "resnet50.calib.json")}), ("fp16", {})):
         print(f"{precision}:", flush=True)
         started = time.perf_counter()
         record, outputs[precision] = measure_engine(model, sets, precision=precision,

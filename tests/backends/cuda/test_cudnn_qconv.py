@@ -57,7 +57,7 @@ def _assert_close_to_emulation(tactic, layer, weights, inputs):
         diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
         assert diff.max() <= 1, f"{tactic.name}: off by {diff.max()} somewhere"
         assert np.mean(diff != 0) < 1e-3, f"{tactic.name}: {np.mean(diff != 0):.2%} of values differ"
-        assert np.ptp(want) > 50, "the case should exercise the whole grid"
+        assert np.ptp(want.astype(np.int32)) > 50, "the case should exercise the whole grid"
     else:
         tol = 1e-3 if want.dtype == np.float16 else 1e-5
         np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol * 10)
@@ -70,21 +70,44 @@ def test_registered():
     assert "cudnn.qconv_int8" in names and "cudnn.qconv_fp16_exact" in names
 
 
-@pytest.mark.parametrize("compute", ["int8", "fp16_exact"])
+FEW_CHANNEL_CASES = ["7x7_stride2_c3", "odd_channels", "valid", "asymmetric_pads"]
+
+
 @pytest.mark.parametrize("shape_id", CASES)
-def test_int8_output_matches_the_emulation(cp, compute, shape_id):
+def test_int8_output_matches_the_emulation(cp, shape_id):
     layer, weights, inputs = qconv_case(shape_id)
-    tactic = _tactic(compute)
+    tactic = _tactic("int8")
     assert tactic.supports(layer, "int8")
     _assert_close_to_emulation(tactic, layer, weights, inputs)
 
 
-@pytest.mark.parametrize("compute", ["int8", "fp16_exact"])
+@pytest.mark.parametrize("shape_id", FEW_CHANNEL_CASES)
+def test_fp16_exact_matches_the_emulation(cp, shape_id):
+    layer, weights, inputs = qconv_case(shape_id)
+    _assert_close_to_emulation(_tactic("fp16_exact"), layer, weights, inputs)
+
+
+def test_fp16_exact_is_for_few_channels_only(cp):
+    from workbench.backends.cuda.tactics.cudnn_conv import CudnnUnsupportedError
+    layer, weights, _ = qconv_case("resnet_3x3")
+    with pytest.raises(CudnnUnsupportedError, match="fewer than 16"):
+        _tactic("fp16_exact").prepare(layer, weights)
+
+
+@pytest.mark.parametrize("compute,residual,activation", [("int8", True, "Relu"), ("int8", True, ""), ("int8", False, ""),
+                                                         ("fp16_exact", False, ""), ("fp16_exact", False, "Relu")])
 @pytest.mark.parametrize("output", ["int8", "float32", "float16"])
-@pytest.mark.parametrize("residual,activation", [(True, "Relu"), (True, ""), (False, "")])
 def test_residual_and_float_outputs(cp, compute, output, residual, activation):
-    layer, weights, inputs = qconv_case("resnet_3x3", output=output, residual=residual, activation=activation)
+    shape_id = "resnet_3x3" if compute == "int8" else "odd_channels"
+    layer, weights, inputs = qconv_case(shape_id, output=output, residual=residual, activation=activation)
     _assert_close_to_emulation(_tactic(compute), layer, weights, inputs)
+
+
+def test_fp16_exact_takes_no_residual(cp):
+    from workbench.backends.cuda.tactics.cudnn_conv import CudnnUnsupportedError
+    layer, weights, _ = qconv_case("odd_channels", residual=True)
+    with pytest.raises(CudnnUnsupportedError, match="no residual"):
+        _tactic("fp16_exact").prepare(layer, weights)
 
 
 def test_three_channel_stem_runs_on_fp16_exact(cp):
@@ -98,8 +121,8 @@ def test_three_channel_stem_runs_on_fp16_exact(cp):
 
 def test_fp16_exact_refuses_sums_that_could_round(cp):
     from workbench.backends.cuda.tactics.cudnn_conv import CudnnUnsupportedError
-    layer, weights, inputs = qconv_case("resnet_3x3")        # C*R*S = 576 is fine; 2048 is not
-    weights["w"] = np.zeros((8, 256, 3, 3), np.int8)
+    layer, weights, inputs = qconv_case("odd_channels")
+    weights["w"] = np.zeros((8, 8, 13, 13), np.int8)          # C*R*S = 1352 > 1040
     with pytest.raises(CudnnUnsupportedError, match="would round"):
         _tactic("fp16_exact").prepare(layer, weights)
 

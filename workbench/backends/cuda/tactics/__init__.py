@@ -5,8 +5,9 @@ import logging
 
 log = logging.getLogger(__name__)
 
-_MODULES = ("fallback", "movement", "joins", "pointwise", "pool", "norm", "attention", "reduce",
-            "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "nvmath_gemm", "sparse_gemm")
+_MODULES = ("fallback", "movement", "joins", "pointwise", "pool", "quantize", "norm", "attention", "reduce",
+            "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "cudnn_qconv", "nvmath_gemm",
+            "sparse_gemm", "qgemm")
 
 for _name in _MODULES:
     try:

@@ -9,7 +9,7 @@ in two forms, both exact on the integer sum, which is what the CPU emulation com
     cudnn.qconv_fp16_exact  X (converted on the GPU) and W as fp16, fp32 accumulation on the fp16
                             tensor cores: every int8 value is exact in fp16 and every partial sum is
                             an integer below 2^24 while C*R*S*127^2 < 2^24 (C*R*S <= 1040), so the
-                            sum is exact. For the layers cuDNN's int8 kernels refuse or run slowly:
+                            sum is exact. For few channels (< 16), which cuDNN's int8 kernels refuse or run slowly:
                             ResNet's 7x7 stem on 3 channels (11 ms as int8 against 0.45 ms as fp16
                             on the H100, bench/probe_int8_conv.py).
 
@@ -37,6 +37,8 @@ __all__ = ["CudnnQConv"]
 
 _EXACT_FP16_TERMS = (1 << 24) // (127 * 127)          # C*R*S up to this keeps fp32 sums of int8 products exact
 _CUDNN_TYPES = {"int8": "INT8", "float16": "HALF", "float32": "FLOAT"}
+_FEW_CHANNELS = 16              # below this the int8 kernels refuse (C % 4) or crawl (the 3-channel stem)
+_CANDIDATES = 4                 # cuDNN plans built and timed per shape (each may compile a kernel)
 
 
 @dataclasses.dataclass
@@ -73,6 +75,14 @@ class CudnnQConv(CudaTactic):
         if self.compute == "fp16_exact" and c * r * s > _EXACT_FP16_TERMS:
             raise CudnnUnsupportedError(f"{self.name}: layer {layer.name!r}: C*R*S = {c * r * s} > "
                                         f"{_EXACT_FP16_TERMS}: fp32 sums of int8 products would round")
+        if self.compute == "fp16_exact" and len(layer.inputs) > 4 and layer.inputs[4]:
+            # an int8 residual in a half graph: cuDNN's plans disagreed with the emulation on the H100
+            raise CudnnUnsupportedError(f"{self.name}: layer {layer.name!r}: the fp16 form takes no residual")
+        if self.compute == "fp16_exact" and c >= _FEW_CHANNELS:
+            # where the int8 kernels run, fp16 is rarely faster and each cuDNN candidate costs a
+            # runtime compile: timing it on every layer tripled ResNet-50's int8 build (328 s)
+            raise CudnnUnsupportedError(f"{self.name}: layer {layer.name!r}: {c} channels; the fp16 form is "
+                                        f"for fewer than {_FEW_CHANNELS}")
         krsc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         device_w = cp.asarray(krsc if self.compute == "int8" else krsc.astype(np.float16))
         multiplier = cp.asarray(np.asarray(weights[layer.inputs[2]], np.float32).reshape(k))
@@ -185,7 +195,7 @@ def _build_plan(tactic: str, layer: Layer, geo, compute: str, z, y, has_bias: bo
     except Exception as exc:           # the frontend raises its own types
         raise CudnnUnsupportedError(f"{what}: cuDNN has no plan: {type(exc).__name__}: {exc}") from exc
     candidates = []
-    for index in range(min(int(graph.get_execution_plan_count()), 8)):
+    for index in range(min(int(graph.get_execution_plan_count()), _CANDIDATES)):
         try:
             graph.build_plan_at_index(index)
             candidates.append(index)

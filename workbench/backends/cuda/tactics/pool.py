@@ -1,6 +1,7 @@
 """Pooling on the GPU (kernels/pool.cu): MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
-NCHW and NHWC, fp32 and fp16 storage with fp32 math; MaxPool also on int8 / uint8 (an int8
-engine pools its quantized activations without dequantizing them).
+NCHW and NHWC, fp32 and fp16 storage with fp32 math; MaxPool and GlobalMaxPool also on int8 /
+uint8 (builder/int8_fusion.py moves max pools after their QuantizeLinear: an int8 engine pools its
+quantized activations without dequantizing them).
 
 The window geometry (pads, auto_pad, ceil_mode, dilations) is computed on the host by the CPU
 oracle's own `window_geometry`, so both backends agree on output sizes and pads by construction;
@@ -28,15 +29,17 @@ __all__: list[str] = []
 
 _SOURCE = "pool.cu"
 _FLOAT_TYPES = {"float32": "float", "float16": "__half"}
-_MAX_TYPES = {**_FLOAT_TYPES, "int8": "signed char", "uint8": "unsigned char"}     # what MaxPool takes
+_INT_TYPES = {"int8": "signed char", "uint8": "unsigned char"}
+_MAX_TYPES = {**_FLOAT_TYPES, **_INT_TYPES}                     # what the max pools take
 # windows the 16-byte kernel unrolls at compile time (ResNet's 3x3, VGG/UNet's 2x2); (0, 0) is any other
 _VEC_WINDOWS = ((3, 3), (2, 2), (0, 0))
 _VEC_BYTES = 16
 _INSTANCES = tuple(
     [f"pool2d<{t},{m},{l}>" for t in _FLOAT_TYPES.values() for m in ("true", "false") for l in ("true", "false")]
-    + [f"pool2d<{t},true,{l}>" for t in ("signed char", "unsigned char") for l in ("true", "false")]
+    + [f"pool2d<{t},true,{l}>" for t in _INT_TYPES.values() for l in ("true", "false")]
     + [f"max_pool2d_nhwc_vec16<{t},{kh},{kw}>" for t in _MAX_TYPES.values() for kh, kw in _VEC_WINDOWS]
-    + [f"global_pool_{l}<{t},{m}>" for l in ("nhwc", "nchw") for t in _FLOAT_TYPES.values() for m in ("true", "false")])
+    + [f"global_pool_{l}<{t},{m}>" for l in ("nhwc", "nchw") for t in _FLOAT_TYPES.values() for m in ("true", "false")]
+    + [f"global_pool_{l}<{t},true>" for l in ("nhwc", "nchw") for t in _INT_TYPES.values()])
 _THREADS = 256
 
 
@@ -59,7 +62,11 @@ class _State:
 
 
 def _types(layer: Layer) -> dict[str, str]:
-    return _MAX_TYPES if layer.op == "MaxPool" else _FLOAT_TYPES
+    return _MAX_TYPES if _is_max(layer) else _FLOAT_TYPES
+
+
+def _precisions(layer: Layer) -> tuple[str, ...]:
+    return ("fp32", "tf32", "fp16", "int8") if _is_max(layer) else ("fp32", "tf32", "fp16")
 
 
 def _dtype_supported(layer: Layer) -> bool:
@@ -94,8 +101,7 @@ class WindowPool(CudaTactic):
     def supports(self, layer: Layer, precision: str) -> bool:
         if layer.domain not in ("", "ai.onnx") or layer.op not in ("MaxPool", "AveragePool"):
             return False
-        precisions = ("fp32", "tf32", "fp16", "int8") if layer.op == "MaxPool" else ("fp32", "tf32", "fp16")
-        if precision not in precisions or len(layer.attrs.get("kernel_shape", [])) != 2:
+        if precision not in _precisions(layer) or len(layer.attrs.get("kernel_shape", [])) != 2:
             return False
         if not _dtype_supported(layer):
             return False
@@ -153,7 +159,7 @@ class GlobalPool(CudaTactic):
             return False
         shapes = layer.output_shapes
         rank_ok = not shapes or shapes[0] is None or len(shapes[0]) == 4
-        return precision in ("fp32", "tf32", "fp16") and rank_ok and _dtype_supported(layer)
+        return precision in _precisions(layer) and rank_ok and _dtype_supported(layer)
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> Layer:
         return layer

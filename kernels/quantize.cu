@@ -1,0 +1,71 @@
+// QuantizeLinear and DequantizeLinear, bit-exact with the CPU oracle
+// (workbench/backends/cpu/ops/quantize.py), any rank, per-tensor or per-axis parameters.
+//
+// One thread per element in a grid-stride loop. The scale / zero point of element i is entry
+// c * step of its array, c = (i / inner) % channels the index along the quantization axis (inner:
+// the product of the dims after it); step is 0 for a per-tensor parameter, so one kernel serves
+// both and a per-tensor layer does no division. Every float operation is written as its IEEE
+// round-to-nearest intrinsic, so no compiler flag (fast-math, FMA contraction) can change a bit.
+#include <cuda_fp16.h>
+
+template <typename T> __device__ __forceinline__ float wb_float(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float wb_float<__half>(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T wb_from_float(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half wb_from_float<__half>(float v) { return __float2half_rn(v); }
+__device__ __forceinline__ float wb_round_half(float v) { return __half2float(__float2half_rn(v)); }
+
+// Saturation bounds of the quantized types.
+template <typename T> struct WbRange;
+template <> struct WbRange<signed char> { static __device__ __forceinline__ float lo() { return -128.f; }
+                                          static __device__ __forceinline__ float hi() { return 127.f; } };
+template <> struct WbRange<unsigned char> { static __device__ __forceinline__ float lo() { return 0.f; }
+                                            static __device__ __forceinline__ float hi() { return 255.f; } };
+
+__device__ __forceinline__ long long wb_channel(long long i, long long inner, int channels) {
+    return channels == 1 ? 0 : (i / inner) % channels;
+}
+
+// y = saturate(round_half_even(x / scale) + zero_point). The oracle divides in the scale's dtype:
+// float32, or float16 when half_math (a float16 scale, no `precision` attr): x is then rounded to
+// float16 first and the quotient after (a float32 quotient rounded to float16 is the correctly
+// rounded float16 quotient: 24 >= 2 * 11 + 2 bits). The integer zero point is added to the rounded
+// integer exactly (|q| < 2^24; anything larger saturates either way). NaN gives 0, as the oracle's
+// nan_to_num before its clip; +-inf saturate.
+template <typename TX, typename TS, typename TQ>
+__global__ void quantize_linear(const TX* __restrict__ x, const TS* __restrict__ scale,
+                                const TQ* __restrict__ zero_point, TQ* __restrict__ y, long long total,
+                                long long inner, int channels, int scale_step, int zp_step, int half_math) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long c = wb_channel(i, inner, channels);
+        float v = wb_float(x[i]);
+        if (half_math) v = wb_round_half(v);
+        float q = __fdiv_rn(v, wb_float(scale[c * scale_step]));
+        if (half_math) q = wb_round_half(q);
+        q = __fadd_rn(rintf(q), wb_float(zero_point[c * zp_step]));
+        q = q != q ? 0.f : fminf(fmaxf(q, WbRange<TQ>::lo()), WbRange<TQ>::hi());
+        y[i] = static_cast<TQ>(q);
+    }
+}
+
+// (q - zero_point) as float32: exact for 8-bit types; int32 subtracts in 64 bits and rounds once,
+// as the oracle's int64 difference cast to float32.
+template <typename TQ> __device__ __forceinline__ float wb_centered(TQ q, TQ zp) {
+    return static_cast<float>(static_cast<int>(q) - static_cast<int>(zp));
+}
+template <> __device__ __forceinline__ float wb_centered<int>(int q, int zp) {
+    return __ll2float_rn(static_cast<long long>(q) - zp);
+}
+
+// y = (q - zero_point) * scale in float32, rounded once to the output type.
+template <typename TQ, typename TS, typename TY>
+__global__ void dequantize_linear(const TQ* __restrict__ x, const TS* __restrict__ scale,
+                                  const TQ* __restrict__ zero_point, TY* __restrict__ y, long long total,
+                                  long long inner, int channels, int scale_step, int zp_step) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
+         i += (long long)gridDim.x * blockDim.x) {
+        const long long c = wb_channel(i, inner, channels);
+        const float d = wb_centered(x[i], zero_point[c * zp_step]);
+        y[i] = wb_from_float<TY>(__fmul_rn(d, wb_float(scale[c * scale_step])));
+    }
+}

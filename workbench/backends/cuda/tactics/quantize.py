@@ -1,0 +1,166 @@
+"""QuantizeLinear and DequantizeLinear on the GPU (kernels/quantize.cu), bit-exact with the CPU
+oracle (cpu/ops/quantize.py): an INT8 engine keeps its Q/DQ layers on the device and in its CUDA
+graph instead of crossing to the host for each.
+
+Scope: int8 / uint8 (DequantizeLinear also int32) with float32 or float16 scales, per-tensor or
+per-axis, any rank. Float8, int4, blocked quantization and a `precision` attr other than float32
+keep the host fallback (`supports` says no). Which types meet is read from the arrays at run time:
+`supports` sees only the layer, so an input dtype it cannot know (a float8 DequantizeLinear input)
+is refused in `run` with the layer named. An omitted zero point is a zero point of 0 in the
+output's type (uint8 by default, per ONNX), read from a 4-byte zero buffer made in `prepare`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+from onnx import TensorProto
+
+from workbench.backends.base import Layer
+from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.device import cupy
+from workbench.backends.cuda.registry import register
+from workbench.backends.cuda.tactic import CudaTactic
+from workbench.backends.cuda.tactics._args import nhwc_axis, present_outputs, resolve_inputs, upload_weights
+
+__all__: list[str] = []
+
+_SOURCE = "quantize.cu"
+_FLOATS = {"float32": "float", "float16": "__half"}
+_QUANTIZED = {"int8": "signed char", "uint8": "unsigned char"}
+_DEQUANTIZED = {**_QUANTIZED, "int32": "int"}
+_INSTANCES = tuple(
+    [f"quantize_linear<{x},{s},{q}>" for x in _FLOATS.values() for s in _FLOATS.values() for q in _QUANTIZED.values()]
+    + [f"dequantize_linear<{q},{s},{y}>" for q in _DEQUANTIZED.values() for s in _FLOATS.values()
+       for y in _FLOATS.values()])
+_THREADS = 256
+_MAX_BLOCKS = 132 * 32          # the grid-stride loop covers the rest
+
+
+def _grid(total: int) -> tuple[int]:
+    return (max(1, min(-(-total // _THREADS), _MAX_BLOCKS)),)
+
+
+def _plain(layer: Layer, op: str, output_dtype_codes: tuple[int, ...], output_dtypes: dict) -> bool:
+    """What both ops' `supports` ask: this op, one output, no blocks, an output dtype the kernels write."""
+    if layer.domain not in ("", "ai.onnx") or layer.op != op or sum(1 for o in layer.outputs if o) != 1:
+        return False
+    attrs = layer.attrs
+    if attrs.get("block_size", 0) or attrs.get("output_dtype", 0) not in (0, *output_dtype_codes):
+        return False
+    known = layer.output_dtypes[0] if layer.output_dtypes else ""
+    return not known or known in output_dtypes
+
+
+def _ctype(layer: Layer, array, types: dict, what: str) -> str:
+    if array.dtype.name not in types:
+        raise ValueError(f"layer {layer.name!r} ({layer.op}): {what} is {array.dtype.name}; the CUDA kernel takes "
+                         f"{'/'.join(types)} (other types run on the host fallback)")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"layer {layer.name!r} ({layer.op}): {what} must be contiguous")
+    return types[array.dtype.name]
+
+
+def _per_axis(layer: Layer, x, scale, zero_point) -> tuple:
+    """(inner, channels, scale step, zero point step): where along the flat index the axis sits
+    and which parameters follow it (a one-value parameter is per-tensor, as in the oracle)."""
+    if scale.size == 1 and zero_point.size == 1:
+        return np.int64(1), np.int32(1), np.int32(0), np.int32(0)
+    rank = x.ndim
+    axis = int(layer.attrs.get("axis", 1))
+    if not -rank <= axis < rank:
+        raise ValueError(f"layer {layer.name!r} ({layer.op}): axis {axis} is out of range for rank {rank}")
+    stored = nhwc_axis(axis, rank, layer.layout)        # attrs keep ONNX's NCHW meaning
+    channels = x.shape[stored]
+    for what, value in (("scale", scale), ("zero point", zero_point)):
+        if value.size not in (1, channels):
+            raise ValueError(f"layer {layer.name!r} ({layer.op}): {what} has {value.size} values, axis {axis} "
+                             f"of the input has {channels}")
+    inner = int(np.prod(x.shape[stored + 1:], dtype=np.int64))
+    return np.int64(inner), np.int32(channels), np.int32(scale.size > 1), np.int32(zero_point.size > 1)
+
+
+@dataclasses.dataclass
+class _State:
+    layer: Layer
+    weights: dict[int, Any]             # input index -> device copy of a constant input
+    zero: Any                           # 4 zero bytes: the omitted zero point, viewed as any int type
+
+
+def _zero_point(state: _State, zero_point, dtype, of: str):
+    """The zero point, which must have `dtype` (that of `of`); an omitted one is 0 of that type."""
+    if zero_point is None:
+        return state.zero.view(dtype)[:1]
+    if zero_point.dtype != dtype or not zero_point.flags.c_contiguous:
+        raise ValueError(f"layer {state.layer.name!r} ({state.layer.op}): the zero point is {zero_point.dtype.name}, "
+                         f"{of} {np.dtype(dtype).name}; it must be a contiguous array of that type")
+    return zero_point
+
+
+class _QdqTactic(CudaTactic):
+    source = "kernels"
+
+    def prepare(self, layer: Layer, weights: dict[str, Any]) -> _State:
+        return _State(layer, upload_weights(layer, weights), cupy().zeros(1, np.int32))
+
+    @staticmethod
+    def _operands(state: _State, inputs: Sequence[Any], outputs: Sequence[Any]) -> tuple:
+        """x, scale, zero point (None when omitted) and the output, which has x's shape."""
+        layer = state.layer
+        x, scale, zero_point = resolve_inputs(state.weights, inputs, 3)
+        out = present_outputs(layer, outputs)[0][1]
+        if tuple(out.shape) != tuple(x.shape):
+            raise ValueError(f"layer {layer.name!r} ({layer.op}): output is {tuple(out.shape)}, input "
+                             f"{tuple(x.shape)}")
+        return x, scale, zero_point, out
+
+
+class QuantizeKernel(_QdqTactic):
+    """`kernels.quantize_linear`: y = saturate(round_half_even(x / scale) + zero_point), int8 / uint8."""
+    name = "kernels.quantize_linear"
+
+    def supports(self, layer: Layer, precision: str) -> bool:
+        if precision == "bf16" or layer.attrs.get("precision", 0) not in (0, TensorProto.FLOAT):
+            return False
+        return _plain(layer, "QuantizeLinear", (TensorProto.INT8, TensorProto.UINT8), _QUANTIZED)
+
+    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
+        layer = state.layer
+        x, scale, zero_point, out = self._operands(state, inputs, outputs)
+        tx = _ctype(layer, x, _FLOATS, "input x")
+        ts = _ctype(layer, scale, _FLOATS, "scale")
+        tq = _ctype(layer, out, _QUANTIZED, "the output")
+        zero_point = _zero_point(state, zero_point, out.dtype, "the output")
+        # the oracle divides in the scale's dtype unless the `precision` attr says float32
+        half_math = np.int32(scale.dtype == np.float16 and not layer.attrs.get("precision", 0))
+        if x.size:
+            kernel = get_kernel(_SOURCE, f"quantize_linear<{tx},{ts},{tq}>", _INSTANCES)
+            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
+                                                *_per_axis(layer, x, scale, zero_point), half_math))
+        return outputs
+
+
+class DequantizeKernel(_QdqTactic):
+    """`kernels.dequantize_linear`: y = (x - zero_point) * scale in float32, written float32 or float16."""
+    name = "kernels.dequantize_linear"
+
+    def supports(self, layer: Layer, precision: str) -> bool:
+        return _plain(layer, "DequantizeLinear", (TensorProto.FLOAT, TensorProto.FLOAT16), _FLOATS)
+
+    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
+        layer = state.layer
+        x, scale, zero_point, out = self._operands(state, inputs, outputs)
+        tq = _ctype(layer, x, _DEQUANTIZED, "input x")
+        ts = _ctype(layer, scale, _FLOATS, "scale")
+        ty = _ctype(layer, out, _FLOATS, "the output")
+        zero_point = _zero_point(state, zero_point, x.dtype, "input x")
+        if x.size:
+            kernel = get_kernel(_SOURCE, f"dequantize_linear<{tq},{ts},{ty}>", _INSTANCES)
+            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
+                                                *_per_axis(layer, x, scale, zero_point)))
+        return outputs
+
+
+register(QuantizeKernel())
+register(DequantizeKernel())
