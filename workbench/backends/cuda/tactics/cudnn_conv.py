@@ -136,18 +136,8 @@ def _build_plan(layer: Layer, cw: ConvWeights, geo: ConvGeometry, has_residual: 
     handle = _handle()
     graph = cudnn.pygraph(handle=handle, io_data_type=io, intermediate_data_type=f32, compute_data_type=f32)
     tensors = {}
-    dims, strides = _nhwc(geo.n, geo.c, geo.h, geo.w)
-    tensors["x"] = graph.tensor(name="X", dim=dims, stride=strides, data_type=io)
+    out = conv_node(graph, tensors, geo, io, f32)
     cg = geo.c // geo.group
-    tensors["w"] = graph.tensor(name="W", dim=[geo.k, cg, geo.r, geo.s],
-                                stride=[geo.r * geo.s * cg, 1, geo.s * cg, cg], data_type=io)
-    pads = dict(stride=[geo.stride_h, geo.stride_w], dilation=[geo.dil_h, geo.dil_w], compute_data_type=f32)
-    pre, post = [geo.pad_top, geo.pad_left], [geo.pad_bottom, geo.pad_right]
-    if pre == post:
-        out = graph.conv_fprop(image=tensors["x"], weight=tensors["w"], padding=pre, name="conv", **pads)
-    else:
-        out = graph.conv_fprop(image=tensors["x"], weight=tensors["w"], pre_padding=pre, post_padding=post,
-                               name="conv", **pads)
     y_dims, y_strides = _nhwc(geo.n, geo.k, geo.p, geo.q)
     if has_residual:
         tensors["z"] = graph.tensor(name="Z", dim=y_dims, stride=y_strides, data_type=io)
@@ -181,6 +171,21 @@ def _build_plan(layer: Layer, cw: ConvWeights, geo: ConvGeometry, has_residual: 
         raise CudnnUnsupportedError(f"{what}: no candidate plan builds: {'; '.join(errors)[:400]}")
     size = max(int(graph.get_workspace_size_plan_at_index(i)) for i in candidates)
     return _Plan(graph, tensors, candidates, cupy().empty(max(1, size), dtype=np.uint8), candidates[0])
+
+
+def conv_node(graph, tensors: dict, geo: ConvGeometry, io, compute):
+    """X (NHWC) and W (KRSC) tensors, added to `tensors`, and the conv_fprop reading them."""
+    dims, strides = _nhwc(geo.n, geo.c, geo.h, geo.w)
+    tensors["x"] = graph.tensor(name="X", dim=dims, stride=strides, data_type=io)
+    cg = geo.c // geo.group
+    tensors["w"] = graph.tensor(name="W", dim=[geo.k, cg, geo.r, geo.s],
+                                stride=[geo.r * geo.s * cg, 1, geo.s * cg, cg], data_type=io)
+    pads = dict(stride=[geo.stride_h, geo.stride_w], dilation=[geo.dil_h, geo.dil_w], compute_data_type=compute)
+    pre, post = [geo.pad_top, geo.pad_left], [geo.pad_bottom, geo.pad_right]
+    if pre == post:
+        return graph.conv_fprop(image=tensors["x"], weight=tensors["w"], padding=pre, name="conv", **pads)
+    return graph.conv_fprop(image=tensors["x"], weight=tensors["w"], pre_padding=pre, post_padding=post,
+                            name="conv", **pads)
 
 
 def _choose_fastest(plan: _Plan, pack: dict, handle, repeats: int = 5) -> None:

@@ -31,7 +31,7 @@ from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 from workbench.backends.cuda.tactics.conv_spec import ConvWeights, geometry, check_output, is_conv2d_nhwc
 from workbench.backends.cuda.tactics.cudnn_conv import (_ACTIVATIONS, CudnnUnsupportedError, _Plan, _activation,
-                                                        _choose_fastest, _handle, _nhwc, cudnn)
+                                                        _choose_fastest, _handle, _nhwc, conv_node, cudnn)
 
 __all__ = ["CudnnQConv"]
 
@@ -157,17 +157,7 @@ def _build_plan(tactic: str, layer: Layer, geo, compute: str, z, y, has_bias: bo
     acc = dt.INT32 if compute == "int8" else f32
     graph = cudnn.pygraph(handle=_handle(), io_data_type=io, intermediate_data_type=f32, compute_data_type=acc)
     tensors = {}
-    dims, strides = _nhwc(geo.n, geo.c, geo.h, geo.w)
-    tensors["x"] = graph.tensor(name="X", dim=dims, stride=strides, data_type=io)
-    tensors["w"] = graph.tensor(name="W", dim=[geo.k, geo.c, geo.r, geo.s],
-                                stride=[geo.r * geo.s * geo.c, 1, geo.s * geo.c, geo.c], data_type=io)
-    pads = dict(stride=[geo.stride_h, geo.stride_w], dilation=[geo.dil_h, geo.dil_w], compute_data_type=acc)
-    pre, post = [geo.pad_top, geo.pad_left], [geo.pad_bottom, geo.pad_right]
-    if pre == post:
-        out = graph.conv_fprop(image=tensors["x"], weight=tensors["w"], padding=pre, name="conv", **pads)
-    else:
-        out = graph.conv_fprop(image=tensors["x"], weight=tensors["w"], pre_padding=pre, post_padding=post,
-                               name="conv", **pads)
+    out = conv_node(graph, tensors, geo, io, acc)
     out.set_data_type(f32)
     channel = dict(dim=[1, geo.k, 1, 1], stride=[geo.k, 1, geo.k, geo.k], data_type=f32)
     tensors["m"] = graph.tensor(name="M", **channel)
