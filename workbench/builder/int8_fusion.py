@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from workbench.backends.base import Layer
-from workbench.backends.cpu.ops.fused_conv import GRID_ACTIVATIONS
+from workbench.ir.fused.conv import CONV_ATTRS, GRID_ACTIVATIONS
 
 __all__ = ["fuse_int8_layers"]
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 _CONV_OPS = {("", "Conv"), ("workbench", "FusedConv")}
 _MONOTONE_POOLS = {"MaxPool", "GlobalMaxPool"}
 _INTEGER_OPS = {"QuantizeLinear", "DequantizeLinear", "FusedQConv"}
-_CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 
 
 class _Graph:
@@ -80,14 +79,11 @@ def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_
 def _per_tensor(weights: dict, scale: str, zero_point: str | None) -> float | None:
     """The scale of a symmetric per-tensor int8 Q/DQ, or None if it is anything else."""
     s = weights.get(scale)
+    z = weights.get(zero_point) if zero_point else None      # no zero point: ONNX quantizes to uint8
     if s is None or s.size != 1 or not np.isfinite(s).all() or float(s.reshape(())) <= 0:
         return None
-    if zero_point:
-        z = weights.get(zero_point)
-        if z is None or z.dtype != np.int8 or np.any(z != 0):
-            return None
-    else:
-        return None                  # no zero point: ONNX quantizes to uint8
+    if z is None or z.dtype != np.int8 or np.any(z != 0):
+        return None
     return float(s.reshape(()))
 
 
@@ -134,8 +130,9 @@ def _fuse_conv(conv: Layer, graph: _Graph, weights: dict) -> Layer | None:
         return None
     residual, residual_scale = inputs[3], 1.0
     dq_z = graph.produced_by(residual, "DequantizeLinear") if residual else None
-    if dq_z is not None and _qdq_scale(dq_z, weights) is not None:
-        residual, residual_scale = dq_z.inputs[0], _qdq_scale(dq_z, weights)
+    s_z = _qdq_scale(dq_z, weights) if dq_z is not None else None
+    if s_z is not None:
+        residual, residual_scale = dq_z.inputs[0], s_z
     activation = conv.attrs.get("activation", "") if conv.op == "FusedConv" else ""
     params = list(conv.attrs.get("activation_params", []))
     y = conv.outputs[0]
@@ -157,7 +154,7 @@ def _fuse_conv(conv: Layer, graph: _Graph, weights: dict) -> Layer | None:
     new_inputs += [f"{name}/bias_on_grid" if bias is not None else "", residual]
     while new_inputs[-1] == "":
         new_inputs.pop()
-    attrs = {k: v for k, v in conv.attrs.items() if k in _CONV_ATTRS}
+    attrs = {k: v for k, v in conv.attrs.items() if k in CONV_ATTRS}
     if activation:
         attrs["activation"] = activation
         attrs["activation_params"] = [p / s_y for p in params] if activation == "Clip" else params

@@ -9,6 +9,7 @@ from workbench.ir.fused.registry import AttrType, Optional, infer_like, register
 
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
 ACTIVATIONS = ("", "Relu", "Clip", "LeakyRelu", "Sigmoid", "SiLU", "HardSwish")
+GRID_ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip")   # commute with a positive scale: FusedQConv may quantize after them
 
 register(
     "FusedConv", __doc__,

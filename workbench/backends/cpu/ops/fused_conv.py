@@ -39,10 +39,6 @@ def fused_conv(inputs, attrs, node):
     return apply_activation(y, attrs.get("activation", ""), list(attrs.get("activation_params", [])), 17)
 
 
-# activations that commute with a positive scale: the epilogue may apply them on the output grid
-GRID_ACTIVATIONS = ("", "Relu", "LeakyRelu", "Clip")
-
-
 @kernel("FusedQConv", domain="workbench")
 def fused_qconv(inputs, attrs, node):
     """Exact emulation of the INT8 kernels: the integer sum exactly (float64 holds every partial sum
