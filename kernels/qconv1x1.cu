@@ -1,0 +1,239 @@
+// INT8 1x1 convolution (any stride, no padding, group 1, NHWC) with the requantizing epilogue of
+// workbench::FusedQConv, int8 in and int8 out, on the integer tensor cores (mma.sync m16n8k32):
+//
+//     Y[m, n] = int8( act( float(sum_c X[row(m), c] * W[n, c]) * M[n] + B[n] + float(Z[m, n]) * zscale ) )
+//
+// m is an output pixel (N*P*Q of them); row(m) its input pixel (m itself at stride 1). The layers are
+// memory bound (ResNet-50's 1x1 convolutions: 64..2048 channels), so the kernel is built around the
+// bytes, not the math:
+//   - the residual tile Z is prefetched with cp.async at the start, in flight with X and W, so a
+//     block waits for DRAM once instead of twice;
+//   - the epilogue finishes each fragment in registers and writes its int8 bytes into that same
+//     residual tile in shared memory (each thread overwrites only the bytes it read), then the tile
+//     leaves as 16-byte coalesced stores;
+//   - blocks are persistent and pipeline across tiles (see below).
+// Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k32"; g = lane / 4, t = lane % 4):
+//     A 16x32: a0 row g, k 4t..4t+3 | a1 row g+8 | a2 row g, k 16+4t.. | a3 row g+8, k 16+4t..
+//     B 32x8:  b0 col g, k 4t..4t+3 | b1 col g, k 16+4t..      C: c0,c1 row g, cols 2t,2t+1 | c2,c3 row g+8
+// X and W tiles are channel-contiguous byte rows, so non-transposed ldmatrix (a b16 pair = two
+// adjacent channels) yields both A and B fragments. The float epilogue is the CPU emulation's
+// (cpu/ops/fused_conv.py fused_qconv), each op rounded to float32, no contraction. The activation
+// and the int8 saturation are one clamp to [lo, hi] (the host folds Relu/Clip bounds into
+// [-128, 127]); LeakyRelu is applied before it. small_sums: every sum fits 2^22 (C <= 256), so
+// the accumulator converts with the trick below.
+// Needs C % 64 == 0 and (output channels) % BN == 0; rows past M are zero-filled and not stored.
+// Template: BM x BN tile, WARPS_M x WARPS_N warps, STAGES-deep ring, MIN_BLOCKS for __launch_bounds__.
+
+namespace wb_q1x1 {
+
+constexpr int BK = 64;          // channels a ring stage holds
+constexpr int LDS = BK + 16;    // bytes a smem row: the 8 rows of an ldmatrix land on distinct banks
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+__device__ __forceinline__ void mma_16832(int* c, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%0, %1, %2, %3};\n"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The epilogue is instruction bound, not the MMAs (a 64-channel layer: ~10 float ops an output
+// against 1/64 of an MMA), and int<->float conversions issue at a quarter of the float rate, so
+// they go through the 1.5 * 2^23 trick, exact within its range and with the float rate:
+//   int -> float: bits(MAGIC) + v is the float MAGIC + v (|v| <= 2^22), minus MAGIC is exactly v
+//   float -> int8: MAGIC + v rounds v to an integer, half to even as rintf (|v| <= 2^22); the low
+//   byte of its bits is that integer in two's complement
+constexpr float MAGIC = 12582912.f;
+constexpr int MAGIC_BITS = 0x4B400000;
+
+__device__ __forceinline__ float int_to_float(int v) { return __fsub_rn(__int_as_float(v + MAGIC_BITS), MAGIC); }
+
+// rint(clamp(v, lo, hi)) as an int8 byte; lo <= hi within [-128, 127] (NaN cannot reach here:
+// the tactic refuses non-finite multipliers, biases and residual scales)
+__device__ __forceinline__ unsigned int8_byte(float v, float lo, float hi) {
+    return __float_as_uint(__fadd_rn(fminf(fmaxf(v, lo), hi), MAGIC)) & 0xffu;
+}
+
+// Residual/output tiles: tile j's residual is copied with its first step, STAGES - 1 steps ahead, into
+// the tile that tile j - OT used, which must be stored by then: (OT - 1) * KT >= STAGES - 1.
+// (workbench/backends/cuda/tactics/qconv1x1.py sizes shared memory with the same formula.)
+__host__ __device__ constexpr int out_tiles(int stages, int kt) {
+    return 1 + (stages - 1 + kt - 1) / kt < stages ? 1 + (stages - 1 + kt - 1) / kt : stages;
+}
+
+}  // namespace wb_q1x1
+
+// Persistent blocks: block b takes tiles b, b + gridDim.x, ... (numbered along the output channels
+// first, so the blocks that share an X tile run together). Its (tile, 64-channel step) pairs form one
+// stream through the cp.async ring, so the next tile's X, W and residual are in flight while this
+// tile's last step, epilogue and stores run: a memory-bound layer keeps DRAM busy instead of waiting
+// once per tile; STAGES - 1 steps are in flight, which is what a memory-bound layer's bandwidth needs.
+// Shared memory: OT residual/output tiles of BM x (BN + 16) bytes (tile i uses i % OT), then the
+// ring of STAGES x (BM + BN) x LDS bytes.
+template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int MIN_BLOCKS>
+__global__ void __launch_bounds__(WARPS_M * WARPS_N * 32, MIN_BLOCKS)
+qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, const float* __restrict__ mult,
+         const float* __restrict__ bias, const signed char* __restrict__ Z, signed char* __restrict__ Y,
+         int M, int N, int C, int H, int W, int P, int Q, int stride_h, int stride_w,
+         float zscale, int leaky, float alpha, float lo, float hi, int small_sums) {
+    using namespace wb_q1x1;
+    constexpr int THREADS = WARPS_M * WARPS_N * 32;
+    constexpr int TM = BM / WARPS_M, TN = BN / WARPS_N, MI = TM / 16, NI = TN / 8;
+    constexpr int LDO = BN + 16;                     // output tile row: fragment writes spread over banks
+    constexpr int ROW_CHUNKS = BK / 16, OUT_CHUNKS = BN / 16;
+    constexpr int A_LOADS = BM * ROW_CHUNKS / THREADS, B_LOADS = BN * ROW_CHUNKS / THREADS;
+    static_assert(TM % 16 == 0 && TN % 16 == 0, "a warp tile is whole m16 x (2 x n8) pieces");
+    static_assert(STAGES >= 2, "a ring of two stages at least");
+    static_assert(A_LOADS * THREADS == BM * ROW_CHUNKS && B_LOADS * THREADS == BN * ROW_CHUNKS, "even tile loads");
+
+    extern __shared__ __align__(16) unsigned char smem[];
+    signed char* sO = reinterpret_cast<signed char*>(smem);         // [OT][BM * LDO]
+    const int KT = C / BK;
+    const int OT = out_tiles(STAGES, KT);
+    unsigned char* sA = smem + OT * BM * LDO;
+    unsigned char* sB = sA + STAGES * BM * LDS;
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wm = warp / WARPS_N, wn = warp % WARPS_N;
+    const int n_tiles = N / BN, tiles = (M + BM - 1) / BM * n_tiles;
+    const int my_tiles = (int)blockIdx.x < tiles ? (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 0;
+    const int steps = my_tiles * KT;
+    const bool strided = stride_h != 1 || stride_w != 1;
+
+    // the copies of step s: X and W of its 64 channels into ring slot s % STAGES, and with a tile's
+    // first step its residual tile
+    auto issue = [&](int s) {
+        const int lt = s / KT, kt = s - lt * KT;
+        const int tile = blockIdx.x + lt * gridDim.x;
+        const int m0 = (tile / n_tiles) * BM, n0 = (tile % n_tiles) * BN, c0 = kt * BK;
+        unsigned char* dA = sA + (s % STAGES) * BM * LDS;
+        unsigned char* dB = sB + (s % STAGES) * BN * LDS;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            const int chunk = tid + i * THREADS, row = chunk / ROW_CHUNKS, col = (chunk % ROW_CHUNKS) * 16;
+            const int m = m0 + row;
+            size_t pixel = m;
+            if (strided && m < M) {
+                const int n = m / (P * Q), pq = m - n * (P * Q), p = pq / Q, q = pq - p * Q;
+                pixel = ((size_t)n * H + (size_t)p * stride_h) * W + (size_t)q * stride_w;
+            }
+            cp_async16(smem_u32(dA + row * LDS + col), m < M ? X + pixel * C + c0 + col : X, m < M ? 16 : 0);
+        }
+#pragma unroll
+        for (int i = 0; i < B_LOADS; ++i) {
+            const int chunk = tid + i * THREADS, row = chunk / ROW_CHUNKS, col = (chunk % ROW_CHUNKS) * 16;
+            cp_async16(smem_u32(dB + row * LDS + col), Wt + (size_t)(n0 + row) * C + c0 + col, 16);
+        }
+        if (Z && kt == 0) {
+            signed char* dO = sO + (lt % OT) * BM * LDO;
+            for (int i = tid; i < BM * OUT_CHUNKS; i += THREADS) {
+                const int row = i / OUT_CHUNKS, col = (i % OUT_CHUNKS) * 16;
+                const bool ok = m0 + row < M;
+                cp_async16(smem_u32(dO + row * LDO + col), ok ? Z + (size_t)(m0 + row) * N + n0 + col : Z, ok ? 16 : 0);
+            }
+        }
+    };
+
+    int acc[MI][NI][4];
+#pragma unroll
+    for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0;
+
+    for (int s = 0; s < STAGES - 1; ++s) {           // prologue: STAGES - 1 groups, empty past the end
+        if (s < steps) issue(s);
+        cp_async_commit();
+    }
+    const int g = lane >> 2, t = lane & 3;
+    for (int s = 0; s < steps; ++s) {
+        if (s + STAGES - 1 < steps) issue(s + STAGES - 1);   // the slot step s - 1 used
+        cp_async_commit();
+        cp_async_wait<STAGES - 1>();                 // all but the newest STAGES - 1 groups: step s landed
+        __syncthreads();
+        const unsigned char* tA = sA + (s % STAGES) * BM * LDS;
+        const unsigned char* tB = sB + (s % STAGES) * BN * LDS;
+#pragma unroll
+        for (int kk = 0; kk < BK; kk += 32) {
+            unsigned af[MI][4], bf[NI][2];
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi) {  // matrices (rows 0-7, k 0-15) (8-15, 0-15) (0-7, 16-31) (8-15, 16-31)
+                const int row = wm * TM + mi * 16 + (lane & 15), col = kk + (lane >> 4) * 16;
+                ldmatrix_x4(smem_u32(tA + row * LDS + col), af[mi][0], af[mi][1], af[mi][2], af[mi][3]);
+            }
+#pragma unroll
+            for (int ni = 0; ni < NI; ni += 2) {  // matrices (n 0-7, k 0-15) (0-7, 16-31) (8-15, 0-15) (8-15, 16-31)
+                const int row = wn * TN + ni * 8 + ((lane >> 4) << 3) + (lane & 7);
+                const int col = kk + ((lane >> 3) & 1) * 16;
+                ldmatrix_x4(smem_u32(tB + row * LDS + col), bf[ni][0], bf[ni][1], bf[ni + 1][0], bf[ni + 1][1]);
+            }
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int ni = 0; ni < NI; ++ni) mma_16832(acc[mi][ni], af[mi], bf[ni]);
+        }
+        const int lt = s / KT;
+        if (s - lt * KT == KT - 1) {                 // the tile's last step: epilogue, then store it
+            const int tile = blockIdx.x + lt * gridDim.x;
+            const int m0 = (tile / n_tiles) * BM, n0 = (tile % n_tiles) * BN;
+            signed char* tO = sO + (lt % OT) * BM * LDO;
+#pragma unroll
+            for (int ni = 0; ni < NI; ++ni) {
+                const int col = wn * TN + ni * 8 + 2 * t;
+                const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + n0 + col));
+                const float2 bv = bias ? __ldg(reinterpret_cast<const float2*>(bias + n0 + col)) : make_float2(0.f, 0.f);
+#pragma unroll
+                for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        unsigned short* o = reinterpret_cast<unsigned short*>(tO + (wm * TM + mi * 16 + g + 8 * h) * LDO + col);
+                        int* a = &acc[mi][ni][2 * h];
+                        float v0 = small_sums ? int_to_float(a[0]) : __int2float_rn(a[0]);
+                        float v1 = small_sums ? int_to_float(a[1]) : __int2float_rn(a[1]);
+                        v0 = __fmul_rn(v0, mv.x), v1 = __fmul_rn(v1, mv.y);
+                        if (bias) v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
+                        if (Z) {                     // the residual bytes this thread alone reads, then overwrites
+                            const unsigned z = *o;
+                            v0 = __fadd_rn(v0, __fmul_rn(int_to_float(static_cast<signed char>(z & 0xffu)), zscale));
+                            v1 = __fadd_rn(v1, __fmul_rn(int_to_float(static_cast<signed char>(z >> 8)), zscale));
+                        }
+                        if (leaky) {
+                            v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
+                            v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;
+                        }
+                        *o = static_cast<unsigned short>(int8_byte(v0, lo, hi) | (int8_byte(v1, lo, hi) << 8));
+                        a[0] = 0;
+                        a[1] = 0;
+                    }
+            }
+            __syncthreads();
+            for (int i = tid; i < BM * OUT_CHUNKS; i += THREADS) {
+                const int row = i / OUT_CHUNKS, col = (i % OUT_CHUNKS) * 16;
+                if (m0 + row < M)
+                    *reinterpret_cast<int4*>(Y + (size_t)(m0 + row) * N + n0 + col) =
+                        *reinterpret_cast<const int4*>(tO + row * LDO + col);
+            }
+        }
+        __syncthreads();                             // ring slot s % STAGES (and a stored tile) may be refilled
+    }
+    cp_async_wait<0>();
+}
