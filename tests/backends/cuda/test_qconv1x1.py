@@ -23,7 +23,10 @@ def _tactics():
     return [QConv1x1(c) for c in CONFIGS]
 
 
-@pytest.fixture(params=range(4), ids=lambda i: _tactics()[i].name.rsplit("_", 1)[1])
+_TILES = ("64x128", "128x128", "128x64")           # kernels.qconv1x1_<tile>, in CONFIGS order
+
+
+@pytest.fixture(params=range(len(_TILES)), ids=lambda i: _TILES[i])
 def tactic(request):
     return _tactics()[request.param]
 
@@ -49,6 +52,7 @@ def test_registered():
     from workbench.backends.cuda.registry import TACTICS
     names = {t.name for t in TACTICS}
     assert {t.name for t in _tactics()} <= names
+    assert [t.name for t in _tactics()] == [f"kernels.qconv1x1_{tile}" for tile in _TILES]
 
 
 @pytest.mark.parametrize("c", [64, 128])

@@ -1,0 +1,106 @@
+"""kernels.qconv_stem: a workbench::FusedQConv image stem (7x7 taps, 3 input channels, 64 outputs, any
+stride and padding, no residual, int8 output) as a direct int8 convolution on the CUDA cores' dp4a
+(kernels/qconv_stem.cu), bit-exact with the CPU emulation. cuDNN refuses int8 convolutions on 3
+channels, and its fp16 form with an int8 output ran ResNet-50's stem at 3.3 ms against 0.6 ms for
+the fp16 network's (H100/H200, batch 256): this layer alone made the int8 engine slower than fp16.
+Other shapes: `prepare` says no and the other tactics run the layer.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+from onnx import TensorProto
+
+from workbench.backends.base import Layer
+from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.device import cupy
+from workbench.backends.cuda.epilogue import ACTIVATION_CODES, activation_of
+from workbench.backends.cuda.registry import register
+from workbench.backends.cuda.tactic import CudaTactic
+from workbench.backends.cuda.tactics.conv_spec import ConvWeights, check_output, geometry, is_conv2d_nhwc
+
+__all__ = ["QConvStem"]
+
+_SOURCE = "qconv_stem.cu"
+_SHAPES = ((7, 7, 3, 64),)                  # (R, S, C, K) instances compiled
+_INSTANCES = tuple(f"qconv_stem<{r}, {s}, {c}, {k}>" for r, s, c, k in _SHAPES)
+_WORDS_PER_TAP_ROW = 8                      # the kernel's WSTRIDE: S*C bytes zero-padded to 32
+_THREADS = 128
+_ACTIVATIONS = tuple(ACTIVATION_CODES[name] for name in ("", "Relu", "Clip", "LeakyRelu"))
+
+
+@dataclasses.dataclass
+class _State:
+    layer: Layer
+    kernel: Any
+    weights: ConvWeights
+    packed: Any                 # device int32 [R][K][8]
+    multiplier: Any
+    bias: Any
+    smem_bytes: int
+    geos: dict = dataclasses.field(default_factory=dict)
+
+
+class QConvStem(CudaTactic):
+    name = "kernels.qconv_stem"
+    source = "kernels"
+
+    def supports(self, layer: Layer, precision: str) -> bool:
+        attrs = layer.attrs
+        return (is_conv2d_nhwc(layer, precision, ("int8",)) and activation_of(layer)[0] in _ACTIVATIONS
+                and len(layer.inputs) <= 4 and int(attrs.get("group", 1)) == 1
+                and (attrs.get("auto_pad") or "NOTSET") == "NOTSET"
+                and all(v == 1 for v in attrs.get("dilations") or [1])
+                and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
+
+    def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
+        w = weights.get(layer.inputs[1])
+        if w is None or np.asarray(w).dtype != np.int8 or np.asarray(w).ndim != 4:
+            raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} must be a constant int8 "
+                             f"OIHW tensor")
+        k, c, r, s = np.shape(w)
+        if (r, s, c, k) not in _SHAPES:
+            raise ValueError(f"{self.name}: layer {layer.name!r}: weight {k}x{c}x{r}x{s}; this kernel is compiled "
+                             f"for (K, C, R, S) in {[(kk, cc, rr, ss) for rr, ss, cc, kk in _SHAPES]}")
+        b_name = layer.inputs[3] if len(layer.inputs) > 3 else ""
+        for what, name in (("multiplier", layer.inputs[2]), ("bias", b_name)):
+            if name and name not in weights:
+                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} {name!r} is not a constant")
+        # [R][K][S*C bytes in NHWC order, zero-padded to 32] as int32 words (little endian: byte 0 lowest)
+        rows = np.zeros((r, k, 4 * _WORDS_PER_TAP_ROW), np.int8)
+        rows[:, :, :s * c] = np.asarray(w).transpose(2, 0, 3, 1).reshape(r, k, s * c)
+        cp = cupy()
+        kernel = get_kernel(_SOURCE, f"qconv_stem<{r}, {s}, {c}, {k}>", _INSTANCES)
+        multiplier = cp.asarray(np.asarray(weights[layer.inputs[2]], np.float32).reshape(k))
+        bias = cp.asarray(np.asarray(weights[b_name], np.float32).reshape(k)) if b_name else None
+        cw = ConvWeights(np.asarray(w), None, 1, np.dtype(np.int8), activation_of(layer), False)
+        return _State(layer, kernel, cw, cp.asarray(rows.view(np.int32)), multiplier, bias, rows.nbytes)
+
+    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
+        layer = state.layer
+        x, y = inputs[0], outputs[0]
+        if x.dtype != np.int8 or y.dtype != np.int8 or not x.flags.c_contiguous or not y.flags.c_contiguous:
+            raise ValueError(f"{self.name}: layer {layer.name!r}: needs C-contiguous int8 NHWC input and output, "
+                             f"got {x.dtype} -> {y.dtype}")
+        geo = geometry(layer, state.weights, x.shape, state.geos)
+        check_output(layer, geo, y, self.name)
+        if geo.rows == 0:
+            return outputs
+        span = (_THREADS - 1) * geo.stride_w + geo.s
+        row_bytes = (span * geo.c + 8 + 15) // 16 * 16
+        smem = state.smem_bytes + geo.r * row_bytes
+        code, p0, p1 = activation_of(layer)
+        null = np.uint64(0)
+        grid = (-(-geo.q // _THREADS), geo.p, geo.n)
+        state.kernel(grid, (_THREADS, 1, 1),
+                     (x, state.packed, state.multiplier, state.bias if state.bias is not None else null, y,
+                      np.int32(geo.h), np.int32(geo.w), np.int32(geo.p), np.int32(geo.q), np.int32(geo.stride_h),
+                      np.int32(geo.stride_w), np.int32(geo.pad_top), np.int32(geo.pad_left), np.int32(code),
+                      np.float32(p0), np.float32(p1)),
+                     shared_mem=smem, stream=stream)
+        return outputs
+
+
+register(QConvStem())
