@@ -4,8 +4,9 @@
 // kernels (C % 4) nor an MMA tile take without padding the input 5x; cuDNN's fp16 form with an int8
 // output ran this layer 5x slower than the fp16 network's own stem.
 //
-// One block: one output row (n, p), up to blockDim.x output columns, one thread per output pixel with
-// all K channels in registers. The R input rows the block reads are staged in shared memory with the
+// One block: blockDim.y output rows of image n, blockDim.x output columns, one thread per output
+// pixel with all K channels in registers. The input rows the block reads (R + (blockDim.y - 1) *
+// stride: neighbouring output rows share most of theirs) are staged in shared memory with the
 // padding as zeros; a thread's S*C bytes of a tap row start at an arbitrary byte, so it reads
 // WORDS + 1 aligned words and realigns them with funnel shifts. Weights are packed on the host as
 // [R][K][8] words (S*C bytes zero-padded): the bytes past S*C multiply neighbouring pixels' data by 0.
@@ -14,7 +15,7 @@
 #include "epilogue.cuh"
 
 template <int R, int S, int C, int K>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(512)
 qconv_stem(const signed char* __restrict__ X, const int* __restrict__ Wp, const float* __restrict__ mult,
            const float* __restrict__ bias, signed char* __restrict__ Y, int H, int W, int P, int Q,
            int stride_h, int stride_w, int pad_top, int pad_left, int act, float p0, float p1) {
@@ -26,22 +27,28 @@ qconv_stem(const signed char* __restrict__ X, const int* __restrict__ Wp, const 
     int* sW = smem_words;                           // [R][K][WSTRIDE]
     unsigned char* sX = reinterpret_cast<unsigned char*>(sW + R * K * WSTRIDE);
 
-    const int n = blockIdx.z, p = blockIdx.y, q0 = blockIdx.x * blockDim.x;
+    const int n = blockIdx.z, p_first = blockIdx.y * blockDim.y, q0 = blockIdx.x * blockDim.x;
     const int span = (blockDim.x - 1) * stride_w + S;              // input columns the block reads
     const int row_bytes = ((span * C + 8) + 15) & ~15;             // + slack for the realigning over-read
-    const int w0 = q0 * stride_w - pad_left;
+    const int rows = R + (blockDim.y - 1) * stride_h;              // input rows the block reads
+    const int w0 = q0 * stride_w - pad_left, h0 = p_first * stride_h - pad_top;
+    const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
 
-    for (int i = threadIdx.x; i < R * K * WSTRIDE; i += blockDim.x) sW[i] = __ldg(Wp + i);
-    for (int i = threadIdx.x; i < R * row_bytes; i += blockDim.x) {
-        const int r = i / row_bytes, b = i - r * row_bytes;
-        const int h = p * stride_h - pad_top + r, w = w0 + b / C;
-        const bool in = b < span * C && h >= 0 && h < H && w >= 0 && w < W;
-        sX[i] = in ? static_cast<unsigned char>(X[(((size_t)n * H + h) * W + w) * C + b % C]) : 0;
+    for (int i = tid; i < R * K * WSTRIDE; i += threads) sW[i] = __ldg(Wp + i);
+    for (int r = threadIdx.y; r < rows; r += blockDim.y) {
+        const int h = h0 + r;
+        const bool row_in = h >= 0 && h < H;
+        const signed char* src = X + ((size_t)n * H + (row_in ? h : 0)) * W * C;
+        for (int b = threadIdx.x; b < row_bytes; b += blockDim.x) {
+            const int w = w0 + b / C;
+            const bool in = row_in && b < span * C && w >= 0 && w < W;
+            sX[r * row_bytes + b] = in ? static_cast<unsigned char>(src[w * C + b % C]) : 0;
+        }
     }
     __syncthreads();
 
-    const int q = q0 + threadIdx.x;
-    if (q >= Q) return;
+    const int p = p_first + threadIdx.y, q = q0 + threadIdx.x;
+    if (p >= P || q >= Q) return;
     int acc[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) acc[k] = 0;
@@ -49,7 +56,7 @@ qconv_stem(const signed char* __restrict__ X, const int* __restrict__ Wp, const 
     const int shift = (offset & 3) * 8;
 #pragma unroll 1
     for (int r = 0; r < R; ++r) {
-        const int* row = reinterpret_cast<const int*>(sX + r * row_bytes + (offset & ~3));
+        const int* row = reinterpret_cast<const int*>(sX + (threadIdx.y * stride_h + r) * row_bytes + (offset & ~3));
         int x[WORDS];
 #pragma unroll
         for (int i = 0; i < WORDS; ++i) x[i] = __funnelshift_r(row[i], row[i + 1], shift);

@@ -27,7 +27,8 @@ _SOURCE = "qconv_stem.cu"
 _SHAPES = ((7, 7, 3, 64),)                  # (R, S, C, K) instances compiled
 _INSTANCES = tuple(f"qconv_stem<{r}, {s}, {c}, {k}>" for r, s, c, k in _SHAPES)
 _WORDS_PER_TAP_ROW = 8                      # the kernel's WSTRIDE: S*C bytes zero-padded to 32
-_THREADS = 128
+_COLUMNS = 128                              # most output columns a block (blockDim.x)
+_ROWS = 4                                   # output rows a block (blockDim.y): they share input rows
 _ACTIVATIONS = tuple(ACTIVATION_CODES[name] for name in ("", "Relu", "Clip", "LeakyRelu"))
 
 
@@ -88,13 +89,14 @@ class QConvStem(CudaTactic):
         check_output(layer, geo, y, self.name)
         if geo.rows == 0:
             return outputs
-        span = (_THREADS - 1) * geo.stride_w + geo.s
+        columns = min(_COLUMNS, -(-geo.q // 16) * 16)   # 112 for ResNet's stem: whole warps, none idle
+        span = (columns - 1) * geo.stride_w + geo.s
         row_bytes = (span * geo.c + 8 + 15) // 16 * 16
-        smem = state.smem_bytes + geo.r * row_bytes
+        smem = state.smem_bytes + (geo.r + (_ROWS - 1) * geo.stride_h) * row_bytes
         code, p0, p1 = activation_of(layer)
         null = np.uint64(0)
-        grid = (-(-geo.q // _THREADS), geo.p, geo.n)
-        state.kernel(grid, (_THREADS, 1, 1),
+        grid = (-(-geo.q // columns), -(-geo.p // _ROWS), geo.n)
+        state.kernel(grid, (columns, _ROWS, 1),
                      (x, state.packed, state.multiplier, state.bias if state.bias is not None else null, y,
                       np.int32(geo.h), np.int32(geo.w), np.int32(geo.p), np.int32(geo.q), np.int32(geo.stride_h),
                       np.int32(geo.stride_w), np.int32(geo.pad_top), np.int32(geo.pad_left), np.int32(code),
