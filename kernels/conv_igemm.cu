@@ -16,28 +16,13 @@
 // share an m tile, so the image rows they gather stay in L2. Dynamic shared memory:
 // max(STAGES * (BM + BN) * (BK + 8) * 2, BM * (BN + 8) * 4) bytes.
 // Half values travel as raw 16-bit patterns (unsigned short): no cuda_fp16.h needed under NVRTC.
+#include "async_copy.cuh"
 #include "epilogue.cuh"
 
 namespace wb_igemm {
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-    unsigned r;
-    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
+using namespace wb_async;
 
-// 16-byte async copy global -> shared; src_bytes == 0 writes 16 zero bytes (padding, tails)
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" :: "r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" :: "n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
-}
 
 __device__ __forceinline__ void mma16816(float* d, const unsigned* a, const unsigned* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -130,7 +115,7 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             const int ih = a_h[i] + r * dh, iw = a_w[i] + s * dw;
             const bool ok = k_ok && ih >= 0 && ih < H && iw >= 0 && iw < W;
             const unsigned short* src = ok ? x + a_img[i] + ((long long)ih * W + iw) * C + c : x;
-            cp_async16(smem_addr(as + row * LDS + chunk * 8), src, ok ? 16 : 0);
+            cp_async16(smem_u32(as + row * LDS + chunk * 8), src, ok ? 16 : 0);
         }
         unsigned short* bs = Bs + stage * BN * LDS;
 #pragma unroll
@@ -139,7 +124,7 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             const int k = n0 + row;
             const bool ok = k_ok && k < K;
             const unsigned short* src = ok ? w + (long long)k * Ktot + kk : w;
-            cp_async16(smem_addr(bs + row * LDS + chunk * 8), src, ok ? 16 : 0);
+            cp_async16(smem_u32(bs + row * LDS + chunk * 8), src, ok ? 16 : 0);
         }
     };
 
@@ -173,13 +158,13 @@ conv_igemm(const unsigned short* __restrict__ x, const unsigned short* __restric
             for (int i = 0; i < MI; ++i) {
                 const int row = warp_m * WM + i * 16 + (lane & 15);
                 const int col = k16 * 16 + (lane >> 4) * 8;
-                ldmatrix_x4(smem_addr(as + row * LDS + col), a[i][0], a[i][1], a[i][2], a[i][3]);
+                ldmatrix_x4(smem_u32(as + row * LDS + col), a[i][0], a[i][1], a[i][2], a[i][3]);
             }
 #pragma unroll
             for (int j = 0; j < NI; j += 2) {
                 const int row = warp_n * WN + j * 8 + (lane >> 4) * 8 + (lane & 7);
                 const int col = k16 * 16 + ((lane >> 3) & 1) * 8;
-                ldmatrix_x4(smem_addr(bs + row * LDS + col), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
+                ldmatrix_x4(smem_u32(bs + row * LDS + col), b[j][0], b[j][1], b[j + 1][0], b[j + 1][1]);
             }
 #pragma unroll
             for (int i = 0; i < MI; ++i)

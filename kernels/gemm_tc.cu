@@ -12,28 +12,13 @@
 // gemm_tc<BM, BN, BK, WARPS_M, WARPS_N, STAGES> is one tactic (workbench/backends/cuda/tactics/gemm_tc.py).
 // No CUDA headers: fp16 values are raw 16-bit words converted with PTX cvt, so NVRTC needs no
 // include path beyond this folder.
+#include "async_copy.cuh"
 #include "epilogue.cuh"
 
 namespace wb_gemm_tc {
 
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
+using namespace wb_async;
 
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
 
 // not volatile: a pure function of its registers, so the compiler may interleave it with the next
 // fragment loads (ldmatrix stays volatile: it reads shared memory and must not cross barriers)

@@ -24,29 +24,14 @@
 // Needs C % 64 == 0 and (output channels) % BN == 0; rows past M are zero-filled and not stored.
 // Template: BM x BN tile, WARPS_M x WARPS_N warps, STAGES-deep ring, MIN_BLOCKS for __launch_bounds__.
 
+#include "async_copy.cuh"
+
 namespace wb_q1x1 {
+
+using namespace wb_async;
 
 constexpr int BK = 64;          // channels a ring stage holds
 constexpr int LDS = BK + 16;    // bytes a smem row: the 8 rows of an ldmatrix land on distinct banks
-
-__device__ __forceinline__ unsigned smem_u32(const void* p) {
-    return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-__device__ __forceinline__ void ldmatrix_x4(unsigned addr, unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
 
 __device__ __forceinline__ void mma_16832(int* c, const unsigned* a, const unsigned* b) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "

@@ -8,6 +8,7 @@ so a second process loads them without compiling; the lru_cache below spares re-
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from workbench.backends.cuda.device import compute_capability, cupy
@@ -17,11 +18,28 @@ __all__ = ["KERNELS_DIR", "kernel_source", "get_kernel", "get_module"]
 KERNELS_DIR = Path(__file__).resolve().parents[3] / "kernels"
 
 
+_LOCAL_INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
+
+
 def kernel_source(filename: str) -> str:
+    """The file's text with its local headers (#include "x.cuh") inlined, each once: CuPy keys its
+    disk cache on the source text, so an edited header must change the text to be recompiled."""
+    return _inlined(filename, set())
+
+
+def _inlined(filename: str, seen: set[str]) -> str:
     path = KERNELS_DIR / filename
     if not path.is_file():
         raise FileNotFoundError(f"CUDA source {path} is missing (the kernels/ folder ships beside the package)")
-    return path.read_text()
+
+    def header(match: re.Match) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _inlined(name, seen)
+
+    return _LOCAL_INCLUDE.sub(header, path.read_text())
 
 
 @functools.lru_cache(maxsize=None)

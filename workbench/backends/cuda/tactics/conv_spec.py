@@ -25,7 +25,7 @@ from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.tactic import DTYPES
 
 __all__ = ["conv_operands", "ConvGeometry", "ConvWeights", "is_conv2d_nhwc", "known_out_channels", "geometry",
-           "conv_weights", "epilogue_inputs", "check_output", "check_arrays", "launch_1d", "FLOAT_PRECISIONS"]
+           "conv_weights", "qconv_constants", "epilogue_inputs", "check_output", "check_arrays", "launch_1d", "FLOAT_PRECISIONS"]
 
 FLOAT_PRECISIONS = ("fp32", "tf32", "fp16")
 _AUTO_PADS = ("", "NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
@@ -128,6 +128,30 @@ class ConvWeights:
     @property
     def c_per_group(self) -> int:
         return int(self.w.shape[1])
+
+
+def qconv_constants(layer: Layer, weights: dict[str, np.ndarray],
+                    tactic: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A FusedQConv layer's constants on the host, checked: the int8 OIHW weight, the float32
+    multiplier [K] and the float32 bias [K] (None without B)."""
+    w = weights.get(layer.inputs[1])
+    if w is None or np.asarray(w).dtype != np.int8 or np.asarray(w).ndim != 4:
+        raise ValueError(f"{tactic}: layer {layer.name!r}: weight {layer.inputs[1]!r} must be a constant int8 OIHW "
+                         f"tensor, got {None if w is None else (np.asarray(w).dtype, np.shape(w))}")
+    k = np.shape(w)[0]
+    b_name = layer.inputs[3] if len(layer.inputs) > 3 else ""
+    per_channel = []
+    for what, name in (("multiplier", layer.inputs[2]), ("bias", b_name)):
+        if not name:
+            per_channel.append(None)
+            continue
+        if name not in weights:
+            raise ValueError(f"{tactic}: layer {layer.name!r}: {what} {name!r} is not a constant")
+        values = np.asarray(weights[name], np.float32).reshape(-1)
+        if values.size != k:
+            raise ValueError(f"{tactic}: layer {layer.name!r}: {what} {name!r} has {values.size} values, expected {k}")
+        per_channel.append(values)
+    return np.asarray(w), per_channel[0], per_channel[1]
 
 
 def conv_weights(layer: Layer, weights: dict[str, np.ndarray], tactic: str) -> ConvWeights:

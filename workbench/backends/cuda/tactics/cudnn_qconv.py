@@ -29,7 +29,8 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import ConvWeights, geometry, check_output, is_conv2d_nhwc
+from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
+                                                       qconv_constants)
 from workbench.backends.cuda.tactics.cudnn_conv import (_ACTIVATIONS, CudnnUnsupportedError, _Plan, _activation,
                                                         _choose_fastest, _handle, _nhwc, conv_node, cudnn)
 
@@ -67,7 +68,7 @@ class CudnnQConv(CudaTactic):
 
     def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
         cp = cupy()
-        w = _int8_weight(layer, weights, self.name)
+        w, host_m, host_b = qconv_constants(layer, weights, self.name)
         k, c, r, s = w.shape
         if self.compute == "int8" and c % 4:
             raise CudnnUnsupportedError(f"{self.name}: layer {layer.name!r}: {c} input channels; cuDNN's int8 "
@@ -85,9 +86,8 @@ class CudnnQConv(CudaTactic):
                                         f"for fewer than {_FEW_CHANNELS}")
         krsc = np.ascontiguousarray(w.transpose(0, 2, 3, 1))
         device_w = cp.asarray(krsc if self.compute == "int8" else krsc.astype(np.float16))
-        multiplier = cp.asarray(np.asarray(weights[layer.inputs[2]], np.float32).reshape(k))
-        b_name = layer.inputs[3] if len(layer.inputs) > 3 else ""
-        bias = cp.asarray(np.asarray(weights[b_name], np.float32).reshape(k)) if b_name else None
+        multiplier = cp.asarray(host_m)
+        bias = None if host_b is None else cp.asarray(host_b)
         scale = cp.asarray(np.array([layer.attrs.get("residual_scale", 1.0)], np.float32))
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), len(layer.inputs) > 4)
         return _State(layer, cw, device_w, multiplier, bias, scale)
@@ -125,17 +125,6 @@ class CudnnQConv(CudaTactic):
             _choose_fastest(plan, pack, handle)
         plan.execute(pack, handle)
         return outputs
-
-
-def _int8_weight(layer: Layer, weights: dict, tactic: str) -> np.ndarray:
-    name = layer.inputs[1]
-    w = weights.get(name)
-    if w is None or np.asarray(w).dtype != np.int8 or np.asarray(w).ndim != 4:
-        raise ValueError(f"{tactic}: layer {layer.name!r}: weight {name!r} must be a constant int8 OIHW tensor, got "
-                         f"{None if w is None else (np.asarray(w).dtype, np.asarray(w).shape)}")
-    if layer.inputs[2] not in weights:
-        raise ValueError(f"{tactic}: layer {layer.name!r}: multiplier {layer.inputs[2]!r} is not a constant")
-    return np.asarray(w)
 
 
 def _check(tactic: str, layer: Layer, x, z, y) -> None:

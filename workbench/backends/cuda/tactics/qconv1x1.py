@@ -27,7 +27,7 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import ACTIVATION_CODES, activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import is_conv2d_nhwc
+from workbench.backends.cuda.tactics.conv_spec import is_conv2d_nhwc, qconv_constants
 
 __all__ = ["QConv1x1", "CONFIGS"]
 
@@ -63,7 +63,7 @@ class _State:
     strides: tuple[int, int]
     smem_bytes: int
     blocks: int                 # persistent blocks: as many as fit on the GPU at once
-    epilogue: tuple             # leaky, alpha, lo, hi: the kernel's activation-and-saturation arguments
+    epilogue: tuple             # the kernel's last arguments: zscale, leaky, alpha, lo, hi, small_sums
     k: int
     c: int
 
@@ -90,41 +90,37 @@ class QConv1x1(CudaTactic):
                 and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
 
     def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
-        w = weights.get(layer.inputs[1])
-        if w is None or np.asarray(w).dtype != np.int8 or np.asarray(w).ndim != 4 or np.shape(w)[2:] != (1, 1):
-            raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} must be a constant int8 "
-                             f"OIHW tensor with 1x1 taps, got {None if w is None else (np.asarray(w).dtype, np.shape(w))}")
-        k, c = np.shape(w)[:2]
+        w, host_m, host_b = qconv_constants(layer, weights, self.name)
+        if w.shape[2:] != (1, 1):
+            raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} has {w.shape[2]}x"
+                             f"{w.shape[3]} taps, this kernel takes 1x1")
+        k, c = w.shape[:2]
         if c > _MOST_CHANNELS:
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input channels; above {_MOST_CHANNELS} "
                              f"cuDNN's int8 kernels are faster (bench/probe_qconv_tactics.py)")
         if c % _CHANNEL_STEP or k % self.bn:
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input and {k} output channels; this kernel "
                              f"needs input channels a multiple of {_CHANNEL_STEP} and output channels of {self.bn}")
-        b_name = layer.inputs[3] if len(layer.inputs) > 3 else ""
-        for what, name in (("multiplier", layer.inputs[2]), ("bias", b_name)):
-            if name and name not in weights:
-                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} {name!r} is not a constant")
+        residual_scale = np.float32(layer.attrs.get("residual_scale", 1.0))
+        for what, values in (("multiplier", host_m), ("bias", host_b), ("residual_scale", residual_scale)):
+            # the kernel's clamp-then-round has no NaN path: bounded parameters keep every value finite
+            if values is not None and not np.all(np.abs(values) < _FINITE):
+                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} has values that are not finite or "
+                                 f"beyond {_FINITE:g}; cuDNN runs this layer")
         kernel = get_kernel(SOURCE, _expression(self.config), _ALL)
         most = self._smem_bytes(_CHANNEL_STEP)
         if most > _SMEM_DEFAULT_LIMIT:         # one function serves every layer: opt in to the config's most
             kernel.max_dynamic_shared_size_bytes = most
         smem_bytes = self._smem_bytes(c)
         blocks = _resident_blocks(kernel, self.threads, smem_bytes)
-        host_m = np.asarray(weights[layer.inputs[2]], np.float32).reshape(k)
-        host_b = np.asarray(weights[b_name], np.float32).reshape(k) if b_name else np.zeros(k, np.float32)
-        residual_scale = np.float32(layer.attrs.get("residual_scale", 1.0))
-        for what, values in (("multiplier", host_m), ("bias", host_b), ("residual_scale", residual_scale)):
-            # the kernel's clamp-then-round has no NaN path: bounded parameters keep every value finite
-            if not np.all(np.abs(values) < _FINITE):
-                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} has values that are not finite or "
-                                 f"beyond {_FINITE:g}; cuDNN runs this layer")
         cp = cupy()
         multiplier = cp.asarray(host_m)
-        bias = cp.asarray(host_b) if b_name else None
+        bias = None if host_b is None else cp.asarray(host_b)
         strides = tuple(int(v) for v in layer.attrs.get("strides") or (1, 1))
-        return _State(layer, kernel, cp.asarray(np.ascontiguousarray(np.asarray(w).reshape(k, c))), multiplier, bias,
-                      strides, smem_bytes, blocks, _epilogue(layer), k, c)
+        # every |sum| <= C * 128 * 128 fits the kernel's 2^22 conversion trick: one flag, fixed per layer
+        epilogue = (residual_scale, *_epilogue(layer), np.int32(c * 128 * 128 <= 1 << 22))
+        return _State(layer, kernel, cp.asarray(np.ascontiguousarray(w.reshape(k, c))), multiplier, bias,
+                      strides, smem_bytes, blocks, epilogue, k, c)
 
     def _smem_bytes(self, c: int) -> int:
         """The residual/output tiles, then the ring (kernels/qconv1x1.cu, out_tiles)."""
@@ -161,8 +157,7 @@ class QConv1x1(CudaTactic):
                      (x, state.w, state.multiplier, state.bias if state.bias is not None else null,
                       z if z is not None else null, y, np.int32(m), np.int32(k), np.int32(c), np.int32(h),
                       np.int32(w), np.int32(p), np.int32(q), np.int32(sh), np.int32(sw),
-                      np.float32(layer.attrs.get("residual_scale", 1.0)), *state.epilogue,
-                      np.int32(c * 128 * 128 <= 1 << 22)),
+                      *state.epilogue),
                      shared_mem=state.smem_bytes, stream=stream)
         return outputs
 

@@ -19,7 +19,8 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import ACTIVATION_CODES, activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import ConvWeights, check_output, geometry, is_conv2d_nhwc
+from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
+                                                       qconv_constants)
 
 __all__ = ["QConvStem"]
 
@@ -40,7 +41,7 @@ class _State:
     packed: Any                 # device int32 [R][K][8]
     multiplier: Any
     bias: Any
-    smem_bytes: int
+    weight_bytes: int           # the packed weights' share of shared memory
     geos: dict = dataclasses.field(default_factory=dict)
 
 
@@ -57,26 +58,19 @@ class QConvStem(CudaTactic):
                 and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
 
     def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
-        w = weights.get(layer.inputs[1])
-        if w is None or np.asarray(w).dtype != np.int8 or np.asarray(w).ndim != 4:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} must be a constant int8 "
-                             f"OIHW tensor")
-        k, c, r, s = np.shape(w)
+        w, host_m, host_b = qconv_constants(layer, weights, self.name)
+        k, c, r, s = w.shape
         if (r, s, c, k) not in _SHAPES:
             raise ValueError(f"{self.name}: layer {layer.name!r}: weight {k}x{c}x{r}x{s}; this kernel is compiled "
                              f"for (K, C, R, S) in {[(kk, cc, rr, ss) for rr, ss, cc, kk in _SHAPES]}")
-        b_name = layer.inputs[3] if len(layer.inputs) > 3 else ""
-        for what, name in (("multiplier", layer.inputs[2]), ("bias", b_name)):
-            if name and name not in weights:
-                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} {name!r} is not a constant")
         # [R][K][S*C bytes in NHWC order, zero-padded to 32] as int32 words (little endian: byte 0 lowest)
         rows = np.zeros((r, k, 4 * _WORDS_PER_TAP_ROW), np.int8)
-        rows[:, :, :s * c] = np.asarray(w).transpose(2, 0, 3, 1).reshape(r, k, s * c)
+        rows[:, :, :s * c] = w.transpose(2, 0, 3, 1).reshape(r, k, s * c)
         cp = cupy()
         kernel = get_kernel(_SOURCE, f"qconv_stem<{r}, {s}, {c}, {k}>", _INSTANCES)
-        multiplier = cp.asarray(np.asarray(weights[layer.inputs[2]], np.float32).reshape(k))
-        bias = cp.asarray(np.asarray(weights[b_name], np.float32).reshape(k)) if b_name else None
-        cw = ConvWeights(np.asarray(w), None, 1, np.dtype(np.int8), activation_of(layer), False)
+        multiplier = cp.asarray(host_m)
+        bias = None if host_b is None else cp.asarray(host_b)
+        cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
         return _State(layer, kernel, cw, cp.asarray(rows.view(np.int32)), multiplier, bias, rows.nbytes)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
@@ -92,8 +86,8 @@ class QConvStem(CudaTactic):
         columns = min(_COLUMNS, -(-geo.q // 16) * 16)   # 112 for ResNet's stem: whole warps, none idle
         span = (columns - 1) * geo.stride_w + geo.s
         row_bytes = (span * geo.c + 8 + 15) // 16 * 16
-        smem = state.smem_bytes + (geo.r + (_ROWS - 1) * geo.stride_h) * row_bytes
-        code, p0, p1 = activation_of(layer)
+        smem = state.weight_bytes + (geo.r + (_ROWS - 1) * geo.stride_h) * row_bytes
+        code, p0, p1 = state.weights.activation
         null = np.uint64(0)
         grid = (-(-geo.q // columns), -(-geo.p // _ROWS), geo.n)
         state.kernel(grid, (columns, _ROWS, 1),
