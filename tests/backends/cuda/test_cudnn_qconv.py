@@ -123,6 +123,7 @@ def test_fp16_exact_refuses_sums_that_could_round(cp):
     from workbench.backends.cuda.tactics.cudnn_conv import CudnnUnsupportedError
     layer, weights, inputs = qconv_case("odd_channels")
     weights["w"] = np.zeros((8, 8, 13, 13), np.int8)          # C*R*S = 1352 > 1040
+    weights["m"], weights["b"] = np.ones(8, np.float32), np.zeros(8, np.float32)   # K = 8 like the weight
     with pytest.raises(CudnnUnsupportedError, match="would round"):
         _tactic("fp16_exact").prepare(layer, weights)
 
