@@ -43,6 +43,7 @@ def assert_graph_capturable(tactic, lay: Layer, weights: dict, inputs: list, out
     state = tactic.prepare(lay, weights)
     device_inputs = [None if x is None else cp.asarray(x) for x in inputs]
     out = cp.zeros(out_shape, out_dtype)
+    cp.cuda.Device().synchronize()      # the uploads above ran on the default stream, which `stream` does not wait for
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         tactic.run(state, device_inputs, [out], stream)            # warm-up: compiles, lazy plans

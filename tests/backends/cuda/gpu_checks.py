@@ -27,6 +27,9 @@ def run_tactic(tactic, layer: Layer, weights: dict, inputs: list, output_shapes=
     import cupy
     state = tactic.prepare(layer, weights)
     device_in = [None if a is None else cupy.asarray(a) for a in inputs]
+    # prepare's and these uploads ran on the default stream; the non-blocking run stream does not wait
+    # for them (a race that showed with other processes on the GPU), so wait here as the runtime does
+    cupy.cuda.Device().synchronize()
     shapes = output_shapes or layer.output_shapes
     dtypes = output_dtypes or layer.output_dtypes
     stream = cupy.cuda.Stream(non_blocking=True)

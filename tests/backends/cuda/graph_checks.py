@@ -17,6 +17,7 @@ def assert_capturable(tactic, layer: Layer, weights: dict, inputs: list) -> None
     state = tactic.prepare(layer, weights)
     device_in = [None if a is None else cupy.asarray(a) for a in inputs]
     outs = [cupy.zeros(tuple(s), d) for s, d in zip(shapes, dtypes)]
+    cupy.cuda.Device().synchronize()    # the uploads above ran on the default stream, which `stream` does not wait for
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
         tactic.run(state, device_in, outs, stream)          # warm-up: compiles, sizes workspaces

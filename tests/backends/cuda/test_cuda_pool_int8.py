@@ -113,9 +113,11 @@ def test_max_pool_unaligned_buffers_take_the_general_path(cp, dtype):
     out = cp.empty(want.shape, dtype)
     assert not fits_vec16(x_dev, out)
     tactic = _tactic()
+    state = tactic.prepare(layer, {})
+    cp.cuda.Device().synchronize()      # x_dev was filled on the default stream, which `stream` does not wait for
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
-        tactic.run(tactic.prepare(layer, {}), [x_dev], [out], stream)
+        tactic.run(state, [x_dev], [out], stream)
     stream.synchronize()
     np.testing.assert_array_equal(cp.asnumpy(out), want)
 
