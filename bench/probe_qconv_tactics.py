@@ -53,12 +53,15 @@ def case(c, k, h, r, stride, pad, residual, rng):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--only", default="", help="probe only the shapes whose name contains this")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     backend = CudaBackend()
     started = time.time()
     rows = {}
     for name, *shape in SHAPES:
+        if args.only not in name:
+            continue
         layer, weights, inputs, out_shape = case(*shape, rng)
         nbytes = sum(a.nbytes for a in inputs if a is not None) + int(np.prod(out_shape))
         row, first = {}, None

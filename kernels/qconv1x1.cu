@@ -12,50 +12,24 @@
 //     residual tile in shared memory (each thread overwrites only the bytes it read), then the tile
 //     leaves as 16-byte coalesced stores;
 //   - blocks are persistent and pipeline across tiles (see below).
-// Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k32"; g = lane / 4, t = lane % 4):
-//     A 16x32: a0 row g, k 4t..4t+3 | a1 row g+8 | a2 row g, k 16+4t.. | a3 row g+8, k 16+4t..
-//     B 32x8:  b0 col g, k 4t..4t+3 | b1 col g, k 16+4t..      C: c0,c1 row g, cols 2t,2t+1 | c2,c3 row g+8
 // X and W tiles are channel-contiguous byte rows, so non-transposed ldmatrix (a b16 pair = two
-// adjacent channels) yields both A and B fragments. The float epilogue is the CPU emulation's
-// (cpu/ops/fused_conv.py fused_qconv), each op rounded to float32, no contraction. The activation
-// and the int8 saturation are one clamp to [lo, hi] (the host folds Relu/Clip bounds into
-// [-128, 127]); LeakyRelu is applied before it. small_sums: every sum fits 2^22 (C <= 256), so
-// the accumulator converts with the trick below.
+// adjacent channels) yields both A and B fragments (int8_mma.cuh has the fragment layouts). The
+// float epilogue is the CPU emulation's (cpu/ops/fused_conv.py fused_qconv), each op rounded to
+// float32, no contraction, with int8_mma.cuh's one clamp for the activation and the saturation.
+// small_sums: every sum fits 2^22 (C <= 256), so the accumulator converts with int_to_float.
 // Needs C % 64 == 0 and (output channels) % BN == 0; rows past M are zero-filled and not stored.
 // Template: BM x BN tile, WARPS_M x WARPS_N warps, STAGES-deep ring, MIN_BLOCKS for __launch_bounds__.
 
 #include "async_copy.cuh"
+#include "int8_mma.cuh"
 
 namespace wb_q1x1 {
 
 using namespace wb_async;
+using namespace wb_int8;
 
 constexpr int BK = 64;          // channels a ring stage holds
 constexpr int LDS = BK + 16;    // bytes a smem row: the 8 rows of an ldmatrix land on distinct banks
-
-__device__ __forceinline__ void mma_16832(int* c, const unsigned* a, const unsigned* b) {
-    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-                 "{%0, %1, %2, %3};\n"
-                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-}
-
-// The epilogue is instruction bound, not the MMAs (a 64-channel layer: ~10 float ops an output
-// against 1/64 of an MMA), and int<->float conversions issue at a quarter of the float rate, so
-// they go through the 1.5 * 2^23 trick, exact within its range and with the float rate:
-//   int -> float: bits(MAGIC) + v is the float MAGIC + v (|v| <= 2^22), minus MAGIC is exactly v
-//   float -> int8: MAGIC + v rounds v to an integer, half to even as rintf (|v| <= 2^22); the low
-//   byte of its bits is that integer in two's complement
-constexpr float MAGIC = 12582912.f;
-constexpr int MAGIC_BITS = 0x4B400000;
-
-__device__ __forceinline__ float int_to_float(int v) { return __fsub_rn(__int_as_float(v + MAGIC_BITS), MAGIC); }
-
-// rint(clamp(v, lo, hi)) as an int8 byte; lo <= hi within [-128, 127] (NaN cannot reach here:
-// the tactic refuses non-finite multipliers, biases and residual scales)
-__device__ __forceinline__ unsigned int8_byte(float v, float lo, float hi) {
-    return __float_as_uint(__fadd_rn(fminf(fmaxf(v, lo), hi), MAGIC)) & 0xffu;
-}
 
 // Residual/output tiles: tile j's residual is copied with its first step, STAGES - 1 steps ahead, into
 // the tile that tile j - OT used, which must be stored by then: (OT - 1) * KT >= STAGES - 1.

@@ -1,86 +1,136 @@
-// INT8 direct convolution for few input channels (an image stem: 7x7, 3 channels, 64 outputs), NHWC,
-// with FusedQConv's requantizing epilogue, int8 in and out, on the CUDA cores' 4-way int8 dot
-// product (dp4a). Why not tensor cores: with C = 3 a tap row is 21 bytes, which neither cuDNN's int8
-// kernels (C % 4) nor an MMA tile take without padding the input 5x; cuDNN's fp16 form with an int8
-// output ran this layer 5x slower than the fp16 network's own stem.
+// INT8 convolution for few input channels (an image stem: 7x7, 3 channels, 64 outputs), NHWC, with
+// FusedQConv's requantizing epilogue, int8 in and out, on the integer tensor cores (mma.sync m16n8k32)
+// as an implicit GEMM whose reduction runs over one tap row at a time:
 //
-// One block: blockDim.y output rows of image n, blockDim.x output columns, one thread per output
-// pixel with all K channels in registers. The input rows the block reads (R + (blockDim.y - 1) *
-// stride: neighbouring output rows share most of theirs) are staged in shared memory with the
-// padding as zeros; a thread's S*C bytes of a tap row start at an arbitrary byte, so it reads
-// WORDS + 1 aligned words and realigns them with funnel shifts. Weights are packed on the host as
-// [R][K][8] words (S*C bytes zero-padded): the bytes past S*C multiply neighbouring pixels' data by 0.
-// Epilogue as the CPU emulation (cpu/ops/fused_conv.py fused_qconv): float32 ops in order, no
-// contraction, rint and saturate, NaN -> 0.
-#include "epilogue.cuh"
+//     acc[pixel, k] = sum_r sum_{j < 32} A_r[pixel, j] * B_r[j, k]
+//
+// A_r[pixel, j] is byte j of the input from the pixel's first tap of filter row r on: in NHWC the S*C
+// bytes of a tap row are contiguous, so A_r is a 32-byte window of a staged input row; the weights
+// B_r are zero past S*C, so the window's last 32 - S*C bytes (the neighbours' data) add nothing.
+// Why not cuDNN: its int8 kernels want C % 4 == 0, and padding the input to 4 channels costs a pass
+// over it; its fp16 form with an int8 output ran this layer 5x slower than the fp16 network's stem.
+//
+// One block: TR output rows of image n by TQ output columns (TQ % 16 == 0), 8 warps; a warp takes
+// 16 pixels of one output row (an m16 tile) at a time, all K channels. The input rows the block reads
+// (R + (TR - 1) * stride: neighbouring output rows share most of theirs) are staged in shared memory
+// whole, from the 16-byte boundary at or before the block's first column, with padding as zeros; a
+// pixel's window starts at an arbitrary byte, so a thread reads aligned words and realigns them with
+// funnel shifts. Weights are packed on the host in fragment order, [R][K/8][lane][2] words, one 8-byte
+// load a fragment. The epilogue (the CPU emulation's, cpu/ops/fused_conv.py fused_qconv) writes its
+// bytes into a per-warp tile in shared memory that leaves as 16-byte coalesced stores.
+#include "async_copy.cuh"
+#include "int8_mma.cuh"
+
+namespace wb_stem {
+constexpr int WARPS = 8;
+}  // namespace wb_stem
 
 template <int R, int S, int C, int K>
-__global__ void __launch_bounds__(512)
-qconv_stem(const signed char* __restrict__ X, const int* __restrict__ Wp, const float* __restrict__ mult,
+__global__ void __launch_bounds__(wb_stem::WARPS * 32)
+qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, const float* __restrict__ mult,
            const float* __restrict__ bias, signed char* __restrict__ Y, int H, int W, int P, int Q,
-           int stride_h, int stride_w, int pad_top, int pad_left, int act, float p0, float p1) {
-    constexpr int WORDS = (S * C + 3) / 4;          // words of one tap row's bytes
-    constexpr int WSTRIDE = 8;                      // packed words per (r, k): two 16-byte loads
-    static_assert(WORDS + 1 <= WSTRIDE + 1 && WORDS <= WSTRIDE, "a tap row must fit 8 words");
+           int stride_h, int stride_w, int pad_top, int pad_left, int TR, int TQ,
+           int leaky, float alpha, float lo, float hi) {
+    using namespace wb_async;
+    using namespace wb_int8;
+    constexpr int NT = K / 8;                       // n8 tiles
+    constexpr int LDO = K + 16;                     // output tile row: fragment writes spread over banks
+    static_assert(S * C <= 32, "a tap row must fit one k32 step");
     static_assert(K % 16 == 0, "16-byte output stores");
-    extern __shared__ __align__(16) int smem_words[];
-    int* sW = smem_words;                           // [R][K][WSTRIDE]
-    unsigned char* sX = reinterpret_cast<unsigned char*>(sW + R * K * WSTRIDE);
+    static_assert(R * S * C * 128 * 128 <= (1 << 22), "every sum converts exactly with int_to_float");
+    extern __shared__ __align__(16) unsigned char smem[];
+    uint2* sW = reinterpret_cast<uint2*>(smem);                         // [R][NT][32]
+    signed char* sO = reinterpret_cast<signed char*>(smem + R * NT * 32 * sizeof(uint2));  // [WARPS][16][LDO]
+    unsigned char* sX = reinterpret_cast<unsigned char*>(sO + wb_stem::WARPS * 16 * LDO);
 
-    const int n = blockIdx.z, p_first = blockIdx.y * blockDim.y, q0 = blockIdx.x * blockDim.x;
-    const int span = (blockDim.x - 1) * stride_w + S;              // input columns the block reads
-    const int row_bytes = ((span * C + 8) + 15) & ~15;             // + slack for the realigning over-read
-    const int rows = R + (blockDim.y - 1) * stride_h;              // input rows the block reads
-    const int w0 = q0 * stride_w - pad_left, h0 = p_first * stride_h - pad_top;
-    const int tid = threadIdx.y * blockDim.x + threadIdx.x, threads = blockDim.x * blockDim.y;
+    const int n = blockIdx.z, p0 = blockIdx.y * TR, q0 = blockIdx.x * TQ;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int w0 = q0 * stride_w - pad_left, h0 = p0 * stride_h - pad_top;
+    // staged bytes of a row: from the 16-byte boundary at or before column w0 to past the last
+    // window's 32 bytes, realigning over-read included; row_bytes % 16 == 0
+    const int g_first = (w0 * C) >> 4 << 4;         // floor to 16, also for negative w0
+    const int first = w0 * C - g_first;             // the block's first window in a staged row
+    const int row_bytes = ((first + (TQ - 1) * stride_w * C + 36) + 15) & ~15;
+    const int rows = R + (TR - 1) * stride_h;
+    const int row_len = W * C;
+    const bool aligned16 = row_len % 16 == 0 && (reinterpret_cast<size_t>(X) & 15) == 0;
 
-    for (int i = tid; i < R * K * WSTRIDE; i += threads) sW[i] = __ldg(Wp + i);
-    for (int r = threadIdx.y; r < rows; r += blockDim.y) {
+    for (int i = tid; i < R * NT * 32; i += blockDim.x) sW[i] = __ldg(Wf + i);
+    const int chunks = row_bytes / 16;
+    for (int i = tid; i < rows * chunks; i += blockDim.x) {
+        const int r = i / chunks, b = g_first + (i - r * chunks) * 16;   // the chunk's byte in its row
         const int h = h0 + r;
         const bool row_in = h >= 0 && h < H;
-        const signed char* src = X + ((size_t)n * H + (row_in ? h : 0)) * W * C;
-        for (int b = threadIdx.x; b < row_bytes; b += blockDim.x) {
-            const int w = w0 + b / C;
-            const bool in = row_in && b < span * C && w >= 0 && w < W;
-            sX[r * row_bytes + b] = in ? static_cast<unsigned char>(src[w * C + b % C]) : 0;
+        const signed char* src = X + ((size_t)n * H + (row_in ? h : 0)) * row_len;
+        unsigned char* dst = sX + r * row_bytes + (b - g_first);
+        if (aligned16 || !row_in || b + 16 <= 0 || b >= row_len) {      // whole: copied or zeros
+            const bool in = row_in && b >= 0 && b + 16 <= row_len;
+            cp_async16(smem_u32(dst), in ? src + b : X, in ? 16 : 0);
+        } else {                                                        // a row edge inside the chunk
+            for (int j = 0; j < 16; ++j)
+                dst[j] = b + j >= 0 && b + j < row_len ? static_cast<unsigned char>(src[b + j]) : 0;
         }
     }
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
 
-    const int p = p_first + threadIdx.y, q = q0 + threadIdx.x;
-    if (p >= P || q >= Q) return;
-    int acc[K];
+    const int g = lane >> 2, t = lane & 3;
+    const int tiles_per_row = TQ / 16;
+    signed char* tO = sO + warp * 16 * LDO;
+    for (int tile = warp; tile < TR * tiles_per_row; tile += wb_stem::WARPS) {
+        const int pr = tile / tiles_per_row, qb = (tile - pr * tiles_per_row) * 16;
+        int acc[NT][4];
 #pragma unroll
-    for (int k = 0; k < K; ++k) acc[k] = 0;
-    const int offset = threadIdx.x * stride_w * C;                 // this pixel's first byte in a row
-    const int shift = (offset & 3) * 8;
-#pragma unroll 1
-    for (int r = 0; r < R; ++r) {
-        const int* row = reinterpret_cast<const int*>(sX + (threadIdx.y * stride_h + r) * row_bytes + (offset & ~3));
-        int x[WORDS];
+        for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+        // byte offsets of the windows of pixels g and g + 8 in a staged row
+        const int off_lo = first + (qb + g) * stride_w * C, off_hi = off_lo + 8 * stride_w * C;
+        const int sh_lo = (off_lo & 3) * 8, sh_hi = (off_hi & 3) * 8;
 #pragma unroll
-        for (int i = 0; i < WORDS; ++i) x[i] = __funnelshift_r(row[i], row[i + 1], shift);
-        const int4* wr = reinterpret_cast<const int4*>(sW + r * K * WSTRIDE);
+        for (int r = 0; r < R; ++r) {
+            const unsigned char* row = sX + (pr * stride_h + r) * row_bytes;
+            const unsigned* wl = reinterpret_cast<const unsigned*>(row + (off_lo & ~3)) + t;
+            const unsigned* wh = reinterpret_cast<const unsigned*>(row + (off_hi & ~3)) + t;
+            unsigned a[4];
+            a[0] = __funnelshift_r(wl[0], wl[1], sh_lo);
+            a[1] = __funnelshift_r(wh[0], wh[1], sh_hi);
+            a[2] = __funnelshift_r(wl[4], wl[5], sh_lo);
+            a[3] = __funnelshift_r(wh[4], wh[5], sh_hi);
+            const uint2* wr = sW + r * NT * 32 + lane;
 #pragma unroll
-        for (int k = 0; k < K; ++k) {
-            const int4 a = wr[2 * k], b = wr[2 * k + 1];             // the same address in every thread
-            const int wk[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-#pragma unroll
-            for (int i = 0; i < WORDS; ++i) acc[k] = __dp4a(x[i], wk[i], acc[k]);
+            for (int j = 0; j < NT; ++j) {
+                const uint2 bw = wr[j * 32];
+                const unsigned b[2] = {bw.x, bw.y};
+                mma_16832(acc[j], a, b);
+            }
         }
-    }
-
-    unsigned out[K / 4];
 #pragma unroll
-    for (int k = 0; k < K; ++k) {
-        float v = __fmul_rn(__int2float_rn(acc[k]), __ldg(mult + k));
-        if (bias) v = __fadd_rn(v, __ldg(bias + k));
-        v = wb_activate(v, act, p0, p1);
-        const unsigned byte = static_cast<unsigned>(min(max(__float2int_rn(v), -128), 127)) & 0xffu;
-        if (k % 4 == 0) out[k / 4] = byte;
-        else out[k / 4] |= byte << (8 * (k % 4));
-    }
-    uint4* dst = reinterpret_cast<uint4*>(Y + (((size_t)n * P + p) * Q + q) * K);
+        for (int j = 0; j < NT; ++j) {
+            const int col = j * 8 + 2 * t;
+            const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
+            const float2 bv = bias ? __ldg(reinterpret_cast<const float2*>(bias + col)) : make_float2(0.f, 0.f);
 #pragma unroll
-    for (int i = 0; i < K / 16; ++i) dst[i] = make_uint4(out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]);
+            for (int h = 0; h < 2; ++h) {
+                float v0 = __fmul_rn(int_to_float(acc[j][2 * h]), mv.x);
+                float v1 = __fmul_rn(int_to_float(acc[j][2 * h + 1]), mv.y);
+                if (bias) v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
+                if (leaky) {
+                    v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
+                    v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;
+                }
+                *reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col) =
+                    static_cast<unsigned short>(int8_byte(v0, lo, hi) | (int8_byte(v1, lo, hi) << 8));
+            }
+        }
+        __syncwarp();
+        const int p = p0 + pr;
+        constexpr int PIXEL_CHUNKS = K / 16;
+        for (int i = lane; i < 16 * PIXEL_CHUNKS; i += 32) {
+            const int px = i / PIXEL_CHUNKS, c16 = (i - px * PIXEL_CHUNKS) * 16, q = q0 + qb + px;
+            if (p < P && q < Q)
+                *reinterpret_cast<int4*>(Y + (((size_t)n * P + p) * Q + q) * K + c16) =
+                    *reinterpret_cast<const int4*>(tO + px * LDO + c16);
+        }
+        __syncwarp();
+    }
 }

@@ -1,4 +1,4 @@
-"""kernels.qconv_stem (kernels/qconv_stem.cu: a 7x7, 3-channel FusedQConv stem on dp4a) against the CPU
+"""kernels.qconv_stem (kernels/qconv_stem.cu: a 7x7, 3-channel FusedQConv stem on the int8 tensor cores) against the CPU
 kernel, the exact emulation: every int8 output must be equal. Strides, symmetric and asymmetric
 padding, images wider than one block, each activation, bias or none, graph capture, refusals."""
 from __future__ import annotations

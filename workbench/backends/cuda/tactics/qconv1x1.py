@@ -24,7 +24,7 @@ from onnx import TensorProto
 from workbench.backends.base import Layer
 from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
-from workbench.backends.cuda.epilogue import ACTIVATION_CODES, activation_of
+from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 from workbench.backends.cuda.tactics.conv_spec import is_conv2d_nhwc, qconv_constants
@@ -40,7 +40,6 @@ CONFIGS = ((64, 128, 2, 4, 2, 3), (128, 128, 2, 4, 2, 2), (128, 64, 4, 2, 2, 3))
 # (bench/results/probe_qconv_tactics.json): the tactic steps aside rather than cost build time.
 _MOST_CHANNELS = 128
 _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in the kernel)
-_ACTIVATIONS = tuple(ACTIVATION_CODES[name] for name in ("", "Relu", "Clip", "LeakyRelu"))
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
 _ALIGN = 16
 _FINITE = 1e30                           # |multiplier|, |bias|, |residual scale| below this: no inf, no NaN
@@ -78,7 +77,7 @@ class QConv1x1(CudaTactic):
         self.name = f"kernels.qconv1x1_{self.bm}x{self.bn}"
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not is_conv2d_nhwc(layer, precision, ("int8",)) or activation_of(layer)[0] not in _ACTIVATIONS:
+        if not is_conv2d_nhwc(layer, precision, ("int8",)) or activation_of(layer)[0] not in INT8_ACTIVATIONS:
             return False
         attrs = layer.attrs
         kernel = attrs.get("kernel_shape")
@@ -118,7 +117,7 @@ class QConv1x1(CudaTactic):
         bias = None if host_b is None else cp.asarray(host_b)
         strides = tuple(int(v) for v in layer.attrs.get("strides") or (1, 1))
         # every |sum| <= C * 128 * 128 fits the kernel's 2^22 conversion trick: one flag, fixed per layer
-        epilogue = (residual_scale, *_epilogue(layer), np.int32(c * 128 * 128 <= 1 << 22))
+        epilogue = (residual_scale, *int8_clamp(layer), np.int32(c * 128 * 128 <= 1 << 22))
         return _State(layer, kernel, cp.asarray(np.ascontiguousarray(w.reshape(k, c))), multiplier, bias,
                       strides, smem_bytes, blocks, epilogue, k, c)
 
@@ -160,21 +159,6 @@ class QConv1x1(CudaTactic):
                       *state.epilogue),
                      shared_mem=state.smem_bytes, stream=stream)
         return outputs
-
-
-def _epilogue(layer: Layer) -> tuple:
-    """(leaky, alpha, lo, hi): LeakyRelu's flag and slope, then one clamp that is the activation and
-    the int8 saturation together, its bounds folded into [-128, 127] in float32 as the CPU has them."""
-    code, alpha, _ = activation_of(layer)
-    lo, hi = -128.0, 127.0
-    if code == ACTIVATION_CODES["Relu"]:
-        lo = 0.0
-    elif code == ACTIVATION_CODES["Clip"]:           # absent bounds are open (ONNX Clip)
-        params = [float(p) for p in layer.attrs.get("activation_params", []) or []]
-        lo = params[0] if params else -np.inf
-        hi = params[1] if len(params) > 1 else np.inf
-    lo, hi = (np.clip(np.float32(v), np.float32(-128), np.float32(127)) for v in (lo, hi))
-    return (np.int32(code == ACTIVATION_CODES["LeakyRelu"]), np.float32(alpha), np.float32(lo), np.float32(hi))
 
 
 def _resident_blocks(kernel, threads: int, smem_bytes: int) -> int:

@@ -1,9 +1,10 @@
 """kernels.qconv_stem: a workbench::FusedQConv image stem (7x7 taps, 3 input channels, 64 outputs, any
-stride and padding, no residual, int8 output) as a direct int8 convolution on the CUDA cores' dp4a
-(kernels/qconv_stem.cu), bit-exact with the CPU emulation. cuDNN refuses int8 convolutions on 3
-channels, and its fp16 form with an int8 output ran ResNet-50's stem at 3.3 ms against 0.6 ms for
-the fp16 network's (H100/H200, batch 256): this layer alone made the int8 engine slower than fp16.
-Other shapes: `prepare` says no and the other tactics run the layer.
+stride and padding, no residual, int8 output) as an implicit GEMM on the integer tensor cores, one
+32-byte window of a staged input row a filter row (kernels/qconv_stem.cu), bit-exact with the CPU
+emulation. cuDNN refuses int8 convolutions on 3 channels, and its fp16 form with an int8 output ran
+ResNet-50's stem at 3.3 ms against 0.6 ms for the fp16 network's (H100/H200, batch 256); a direct
+dp4a convolution (the kernel before this one) took 1.7 ms. Other shapes: `prepare` says no and the
+other tactics run the layer.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from onnx import TensorProto
 from workbench.backends.base import Layer
 from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
-from workbench.backends.cuda.epilogue import ACTIVATION_CODES, activation_of
+from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
@@ -27,10 +28,10 @@ __all__ = ["QConvStem"]
 _SOURCE = "qconv_stem.cu"
 _SHAPES = ((7, 7, 3, 64),)                  # (R, S, C, K) instances compiled
 _INSTANCES = tuple(f"qconv_stem<{r}, {s}, {c}, {k}>" for r, s, c, k in _SHAPES)
-_WORDS_PER_TAP_ROW = 8                      # the kernel's WSTRIDE: S*C bytes zero-padded to 32
-_COLUMNS = 128                              # most output columns a block (blockDim.x)
-_ROWS = 4                                   # output rows a block (blockDim.y): they share input rows
-_ACTIVATIONS = tuple(ACTIVATION_CODES[name] for name in ("", "Relu", "Clip", "LeakyRelu"))
+_WINDOW = 32                                # bytes of a filter row's A window: one k32 MMA step
+_WARPS = 8                                  # the kernel's wb_stem::WARPS
+_COLUMNS = 128                              # most output columns a block (TQ)
+_ROWS = 8                                   # output rows a block (TR): they share input rows
 
 
 @dataclasses.dataclass
@@ -38,10 +39,11 @@ class _State:
     layer: Layer
     kernel: Any
     weights: ConvWeights
-    packed: Any                 # device int32 [R][K][8]
+    packed: Any                 # device int32 [R][K/8][32 lanes][2]: B fragments
     multiplier: Any
     bias: Any
-    weight_bytes: int           # the packed weights' share of shared memory
+    epilogue: tuple             # the kernel's last arguments: leaky, alpha, lo, hi
+    fixed_smem: int             # bytes of shared memory besides the staged rows: weights, output tiles
     geos: dict = dataclasses.field(default_factory=dict)
 
 
@@ -51,7 +53,7 @@ class QConvStem(CudaTactic):
 
     def supports(self, layer: Layer, precision: str) -> bool:
         attrs = layer.attrs
-        return (is_conv2d_nhwc(layer, precision, ("int8",)) and activation_of(layer)[0] in _ACTIVATIONS
+        return (is_conv2d_nhwc(layer, precision, ("int8",)) and activation_of(layer)[0] in INT8_ACTIVATIONS
                 and len(layer.inputs) <= 4 and int(attrs.get("group", 1)) == 1
                 and (attrs.get("auto_pad") or "NOTSET") == "NOTSET"
                 and all(v == 1 for v in attrs.get("dilations") or [1])
@@ -63,15 +65,20 @@ class QConvStem(CudaTactic):
         if (r, s, c, k) not in _SHAPES:
             raise ValueError(f"{self.name}: layer {layer.name!r}: weight {k}x{c}x{r}x{s}; this kernel is compiled "
                              f"for (K, C, R, S) in {[(kk, cc, rr, ss) for rr, ss, cc, kk in _SHAPES]}")
-        # [R][K][S*C bytes in NHWC order, zero-padded to 32] as int32 words (little endian: byte 0 lowest)
-        rows = np.zeros((r, k, 4 * _WORDS_PER_TAP_ROW), np.int8)
+        # B_r[j, n] = byte j of filter n's row r (S*C bytes in NHWC order, zero-padded to 32), as int32
+        # words (little endian: byte 0 lowest) in fragment order: lane 4g + t holds words t and t + 4
+        # of filter 8 * tile + g
+        rows = np.zeros((r, k, _WINDOW), np.int8)
         rows[:, :, :s * c] = w.transpose(2, 0, 3, 1).reshape(r, k, s * c)
+        words = rows.view(np.int32).reshape(r, k // 8, 8, 2, 4)          # [r][tile][g][half][t]
+        fragments = np.ascontiguousarray(words.transpose(0, 1, 2, 4, 3))  # [r][tile][g][t][half]
         cp = cupy()
         kernel = get_kernel(_SOURCE, f"qconv_stem<{r}, {s}, {c}, {k}>", _INSTANCES)
         multiplier = cp.asarray(host_m)
         bias = None if host_b is None else cp.asarray(host_b)
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
-        return _State(layer, kernel, cw, cp.asarray(rows.view(np.int32)), multiplier, bias, rows.nbytes)
+        fixed = fragments.nbytes + _WARPS * 16 * (k + 16)
+        return _State(layer, kernel, cw, cp.asarray(fragments), multiplier, bias, int8_clamp(layer), fixed)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
         layer = state.layer
@@ -83,18 +90,19 @@ class QConvStem(CudaTactic):
         check_output(layer, geo, y, self.name)
         if geo.rows == 0:
             return outputs
-        columns = min(_COLUMNS, -(-geo.q // 16) * 16)   # 112 for ResNet's stem: whole warps, none idle
-        span = (columns - 1) * geo.stride_w + geo.s
-        row_bytes = (span * geo.c + 8 + 15) // 16 * 16
-        smem = state.weight_bytes + (geo.r + (_ROWS - 1) * geo.stride_h) * row_bytes
-        code, p0, p1 = state.weights.activation
+        columns = min(_COLUMNS, -(-geo.q // 16) * 16)   # 112 for ResNet's stem: whole m16 tiles, none idle
+        rows = min(_ROWS, geo.p)
+        # the kernel's staged row: from a 16-byte boundary (up to 15 bytes early) past the last
+        # window's 32 bytes and the realigning over-read
+        row_bytes = (15 + (columns - 1) * geo.stride_w * geo.c + 36 + 15) // 16 * 16
+        smem = state.fixed_smem + (geo.r + (rows - 1) * geo.stride_h) * row_bytes
         null = np.uint64(0)
-        grid = (-(-geo.q // columns), -(-geo.p // _ROWS), geo.n)
-        state.kernel(grid, (columns, _ROWS, 1),
+        grid = (-(-geo.q // columns), -(-geo.p // rows), geo.n)
+        state.kernel(grid, (_WARPS * 32, 1, 1),
                      (x, state.packed, state.multiplier, state.bias if state.bias is not None else null, y,
                       np.int32(geo.h), np.int32(geo.w), np.int32(geo.p), np.int32(geo.q), np.int32(geo.stride_h),
-                      np.int32(geo.stride_w), np.int32(geo.pad_top), np.int32(geo.pad_left), np.int32(code),
-                      np.float32(p0), np.float32(p1)),
+                      np.int32(geo.stride_w), np.int32(geo.pad_top), np.int32(geo.pad_left), np.int32(rows),
+                      np.int32(columns), *state.epilogue),
                      shared_mem=smem, stream=stream)
         return outputs
 
