@@ -13,6 +13,14 @@ __device__ __forceinline__ void mma_16832(int* c, const unsigned* a, const unsig
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// c = a * b: a tile's first k step, no zeroed accumulators to set
+__device__ __forceinline__ void mma_16832_first(int* c, const unsigned* a, const unsigned* b) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+                 "{%10, %10, %10, %10};\n"
+                 : "=r"(c[0]), "=r"(c[1]), "=r"(c[2]), "=r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
+}
+
 // Epilogues of memory-bound int8 layers are instruction bound (~10 float ops an output), and
 // int<->float conversions issue at a quarter of the float rate, so they go through the 1.5 * 2^23
 // trick, exact within its range and at the float rate:
@@ -24,12 +32,23 @@ constexpr int MAGIC_BITS = 0x4B400000;
 
 __device__ __forceinline__ float int_to_float(int v) { return __fsub_rn(__int_as_float(v + MAGIC_BITS), MAGIC); }
 
-// rint(clamp(v, lo, hi)) as an int8 byte; lo <= hi within [-128, 127] (NaN cannot reach here: the
-// tactics refuse non-finite multipliers, biases and residual scales). The host folds Relu/Clip
-// bounds into [lo, hi] (workbench.backends.cuda.epilogue.int8_clamp), so the activation and the
-// int8 saturation are this one clamp; LeakyRelu is applied before it.
-__device__ __forceinline__ unsigned int8_byte(float v, float lo, float hi) {
-    return __float_as_uint(__fadd_rn(fminf(fmaxf(v, lo), hi), MAGIC)) & 0xffu;
+// the two int8 values of a 16-bit pair as exact floats: byte_perm puts each byte, its sign bit
+// flipped (z + 128, 0..255), under MAGIC's upper bytes, which is the float MAGIC + 128 + z
+__device__ __forceinline__ float2 int8_pair_to_float(unsigned pair) {
+    const unsigned flipped = pair ^ 0x8080u;
+    const float v0 = __int_as_float(__byte_perm(flipped, MAGIC_BITS, 0x7650));
+    const float v1 = __int_as_float(__byte_perm(flipped, MAGIC_BITS, 0x7651));
+    return make_float2(__fsub_rn(v0, MAGIC + 128.f), __fsub_rn(v1, MAGIC + 128.f));
+}
+
+// rint(clamp(v, lo, hi)) as int8 bytes, two of them packed in 16 bits; lo <= hi within [-128, 127]
+// (NaN cannot reach here: the tactics refuse non-finite multipliers, biases and residual scales).
+// The host folds Relu/Clip bounds into [lo, hi] (workbench.backends.cuda.epilogue.int8_clamp), so
+// the activation and the int8 saturation are this one clamp; LeakyRelu is applied before it.
+__device__ __forceinline__ unsigned short int8_pair(float v0, float v1, float lo, float hi) {
+    const unsigned b0 = __float_as_uint(__fadd_rn(fminf(fmaxf(v0, lo), hi), MAGIC));
+    const unsigned b1 = __float_as_uint(__fadd_rn(fminf(fmaxf(v1, lo), hi), MAGIC));
+    return static_cast<unsigned short>(__byte_perm(b0, b1, 0x0040));   // the low byte of each
 }
 
 }  // namespace wb_int8

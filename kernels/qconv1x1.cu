@@ -111,13 +111,7 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
         }
     };
 
-    int acc[MI][NI][4];
-#pragma unroll
-    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < NI; ++ni)
-#pragma unroll
-            for (int r = 0; r < 4; ++r) acc[mi][ni][r] = 0;
+    int acc[MI][NI][4];                              // set by each tile's first k step
 
     for (int s = 0; s < STAGES - 1; ++s) {           // prologue: STAGES - 1 groups, empty past the end
         if (s < steps) issue(s);
@@ -129,6 +123,7 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
         cp_async_commit();
         cp_async_wait<STAGES - 1>();                 // all but the newest STAGES - 1 groups: step s landed
         __syncthreads();
+        const int lt = s / KT, kt = s - lt * KT;
         const unsigned char* tA = sA + (s % STAGES) * BM * LDS;
         const unsigned char* tB = sB + (s % STAGES) * BN * LDS;
 #pragma unroll
@@ -148,10 +143,12 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
 #pragma unroll
             for (int mi = 0; mi < MI; ++mi)
 #pragma unroll
-                for (int ni = 0; ni < NI; ++ni) mma_16832(acc[mi][ni], af[mi], bf[ni]);
+                for (int ni = 0; ni < NI; ++ni) {
+                    if (kk == 0 && kt == 0) mma_16832_first(acc[mi][ni], af[mi], bf[ni]);  // a new tile's sums
+                    else mma_16832(acc[mi][ni], af[mi], bf[ni]);
+                }
         }
-        const int lt = s / KT;
-        if (s - lt * KT == KT - 1) {                 // the tile's last step: epilogue, then store it
+        if (kt == KT - 1) {                          // the tile's last step: epilogue, then store it
             const int tile = blockIdx.x + lt * gridDim.x;
             const int m0 = (tile / n_tiles) * BM, n0 = (tile % n_tiles) * BN;
             signed char* tO = sO + (lt % OT) * BM * LDO;
@@ -171,17 +168,15 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
                         v0 = __fmul_rn(v0, mv.x), v1 = __fmul_rn(v1, mv.y);
                         if (bias) v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
                         if (Z) {                     // the residual bytes this thread alone reads, then overwrites
-                            const unsigned z = *o;
-                            v0 = __fadd_rn(v0, __fmul_rn(int_to_float(static_cast<signed char>(z & 0xffu)), zscale));
-                            v1 = __fadd_rn(v1, __fmul_rn(int_to_float(static_cast<signed char>(z >> 8)), zscale));
+                            const float2 z = int8_pair_to_float(*o);
+                            v0 = __fadd_rn(v0, __fmul_rn(z.x, zscale));
+                            v1 = __fadd_rn(v1, __fmul_rn(z.y, zscale));
                         }
                         if (leaky) {
                             v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
                             v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;
                         }
-                        *o = static_cast<unsigned short>(int8_byte(v0, lo, hi) | (int8_byte(v1, lo, hi) << 8));
-                        a[0] = 0;
-                        a[1] = 0;
+                        *o = int8_pair(v0, v1, lo, hi);
                     }
             }
             __syncthreads();

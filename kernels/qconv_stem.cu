@@ -118,8 +118,7 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
                     v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
                     v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;
                 }
-                *reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col) =
-                    static_cast<unsigned short>(int8_byte(v0, lo, hi) | (int8_byte(v1, lo, hi) << 8));
+                *reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col) = int8_pair(v0, v1, lo, hi);
             }
         }
         __syncwarp();
