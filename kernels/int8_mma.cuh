@@ -21,16 +21,12 @@ __device__ __forceinline__ void mma_16832_first(int* c, const unsigned* a, const
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "r"(0));
 }
 
-// Epilogues of memory-bound int8 layers are instruction bound (~10 float ops an output), and
-// int<->float conversions issue at a quarter of the float rate, so they go through the 1.5 * 2^23
-// trick, exact within its range and at the float rate:
-//   int -> float: bits(MAGIC) + v is the float MAGIC + v (|v| <= 2^22), minus MAGIC is exactly v
-//   float -> int8: MAGIC + v rounds v to an integer, half to even as rintf (|v| <= 2^22); the low
-//   byte of its bits is that integer in two's complement
+// Epilogues of memory-bound int8 layers are instruction bound (~10 float ops an output), so every
+// op counts. Sums convert with __int2float_rn (one I2FP on sm_90, exact); the rounding to an
+// integer uses the 1.5 * 2^23 trick: MAGIC + v rounds v half to even as rintf (|v| <= 2^22), and
+// the low byte of its bits is that integer in two's complement.
 constexpr float MAGIC = 12582912.f;
 constexpr int MAGIC_BITS = 0x4B400000;
-
-__device__ __forceinline__ float int_to_float(int v) { return __fsub_rn(__int_as_float(v + MAGIC_BITS), MAGIC); }
 
 // the two int8 values of a 16-bit pair as exact floats: byte_perm puts each byte, its sign bit
 // flipped (z + 128, 0..255), under MAGIC's upper bytes, which is the float MAGIC + 128 + z

@@ -37,7 +37,6 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
     constexpr int LDO = K + 16;                     // output tile row: fragment writes spread over banks
     static_assert(S * C <= 32, "a tap row must fit one k32 step");
     static_assert(K % 16 == 0, "16-byte output stores");
-    static_assert(R * S * C * 128 * 128 <= (1 << 22), "every sum converts exactly with int_to_float");
     extern __shared__ __align__(16) unsigned char smem[];
     uint2* sW = reinterpret_cast<uint2*>(smem);                         // [R][NT][32]
     signed char* sO = reinterpret_cast<signed char*>(smem + R * NT * 32 * sizeof(uint2));  // [WARPS][16][LDO]
@@ -111,8 +110,8 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
             const float2 bv = bias ? __ldg(reinterpret_cast<const float2*>(bias + col)) : make_float2(0.f, 0.f);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                float v0 = __fmul_rn(int_to_float(acc[j][2 * h]), mv.x);
-                float v1 = __fmul_rn(int_to_float(acc[j][2 * h + 1]), mv.y);
+                float v0 = __fmul_rn(__int2float_rn(acc[j][2 * h]), mv.x);
+                float v1 = __fmul_rn(__int2float_rn(acc[j][2 * h + 1]), mv.y);
                 if (bias) v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
                 if (leaky) {
                     v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;

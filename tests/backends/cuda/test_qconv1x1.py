@@ -77,7 +77,7 @@ def test_few_persistent_blocks_take_many_tiles(cp, tactic, monkeypatch, c, strid
 @pytest.mark.parametrize("c", [256, 512])
 def test_residual_layers_take_up_to_512_channels(cp, tactic, c):
     """ResNet-50's layer3/4 conv3 shapes: four and eight ring steps a tile; at C = 512 the sums may pass
-    2^22 and convert with the exact int-to-float instruction instead of the 1.5 * 2^23 trick."""
+    2^22, where a float32 no longer holds every integer the epilogue's rounding trick takes."""
     layer, weights, inputs = _case(2, 7, 9, c, 256, residual=True, seed=c)
     _assert_equal_to_emulation(tactic, layer, weights, inputs)
 
