@@ -74,15 +74,7 @@ def test_few_persistent_blocks_take_many_tiles(cp, tactic, monkeypatch, c, strid
     _assert_equal_to_emulation(tactic, layer, weights, inputs)
 
 
-@pytest.mark.parametrize("c", [256, 512])
-def test_residual_layers_take_up_to_512_channels(cp, tactic, c):
-    """ResNet-50's layer3/4 conv3 shapes: four and eight ring steps a tile; at C = 512 the sums may pass
-    2^22, where a float32 no longer holds every integer the epilogue's rounding trick takes."""
-    layer, weights, inputs = _case(2, 7, 9, c, 256, residual=True, seed=c)
-    _assert_equal_to_emulation(tactic, layer, weights, inputs)
-
-
-@pytest.mark.parametrize("c,residual", [(640, True), (256, False)])
+@pytest.mark.parametrize("c,residual", [(256, True), (256, False)])
 def test_prepare_leaves_wide_layers_to_cudnn(cp, c, residual):
     layer, weights, _ = _case(1, 4, 4, c, 128, residual=residual)
     with pytest.raises(ValueError, match="qconv_test.*cuDNN.*faster"):

@@ -10,8 +10,8 @@ persistent blocks streaming tiles through one cp.async ring and stores through a
 in 16-byte rows. Measured (bench/results/probe_qconv_tactics.json): it beats cuDNN on the 64-channel
 residual layers (ResNet-50 layer1 conv3) and loses elsewhere; its limit there is the per-output float
 epilogue's instructions, not DRAM. The autotuner picks per layer. Scope (`supports` / `prepare` say
-no otherwise, and cuDNN runs the layer): int8 output, int8 residual, 64 or 128 input channels (up to
-512 with a residual), K a multiple of the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
+no otherwise, and cuDNN runs the layer): int8 output, int8 residual, 64 or 128 input channels, K a
+multiple of the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
 """
 from __future__ import annotations
 
@@ -34,13 +34,12 @@ __all__ = ["QConv1x1", "CONFIGS"]
 SOURCE = "qconv1x1.cu"
 # (BM, BN, warps along M, warps along N, ring stages, blocks per SM for __launch_bounds__): 64x128
 # and 128x64 (32x32 warp tiles, fewer registers: three blocks an SM) and 128x128; deeper rings
-# (4 stages) measured slower on every layer
+# (3 and 4 stages) measured slower on every layer
 CONFIGS = ((64, 128, 2, 4, 2, 3), (128, 128, 2, 4, 2, 2), (128, 64, 4, 2, 2, 3))
-# Above this many input channels cuDNN's int8 kernels were 1.2x to 5x faster on ResNet-50's layers
-# without a residual (bench/results/probe_qconv_tactics.json): the tactic steps aside rather than
-# cost build time. With a residual cuDNN moves ~1.2 TB/s, so those layers compete up to the second.
+# Above this many input channels cuDNN's int8 kernels were faster on every ResNet-50 layer, with a
+# residual too (layer3/4 conv3: 0.099 and 0.053 ms against 0.115 and 0.094 for the best of ours, H100;
+# bench/probe_qconv_tactics.py): the tactic steps aside rather than cost build time.
 _MOST_CHANNELS = 128
-_MOST_CHANNELS_RESIDUAL = 512
 _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in the kernel)
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
 _ALIGN = 16
@@ -96,10 +95,8 @@ class QConv1x1(CudaTactic):
             raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} has {w.shape[2]}x"
                              f"{w.shape[3]} taps, this kernel takes 1x1")
         k, c = w.shape[:2]
-        residual = len(layer.inputs) > 4 and bool(layer.inputs[4])
-        limit = _MOST_CHANNELS_RESIDUAL if residual else _MOST_CHANNELS
-        if c > limit:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input channels; above {limit} "
+        if c > _MOST_CHANNELS:
+            raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input channels; above {_MOST_CHANNELS} "
                              f"cuDNN's int8 kernels are faster (bench/probe_qconv_tactics.py)")
         if c % _CHANNEL_STEP or k % self.bn:
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input and {k} output channels; this kernel "
