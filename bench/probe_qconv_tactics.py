@@ -1,5 +1,5 @@
 """Every FusedQConv tactic on ResNet-50's int8 layer shapes at batch 256 (NHWC, int8 in and out), timed
-one against another in the same run, as the autotuner times them (CUDA graph replays): cuDNN's int8 graph, our 1x1 kernels (kernels.qconv1x1_*), and for
+one against another in the same run, as the autotuner times them (CUDA graph replays): cuDNN's int8 graph, our implicit-GEMM kernels (kernels.qconv1x1_*, kernels.qconv_igemm_*), and for
 the 3-channel stem cuDNN's fp16-exact form. Each tactic's output is compared with the first tactic's
 (max difference, fraction of values that differ), so a fast wrong kernel shows.
 
@@ -29,7 +29,8 @@ SHAPES = [("conv1 (stem)", 3, 64, 224, 7, 2, 3, False),
           ("layer3.0.downsample", 512, 1024, 28, 1, 2, 0, False), ("layer3.x.conv3", 256, 1024, 14, 1, 1, 0, True),
           ("layer3.x.conv1", 1024, 256, 14, 1, 1, 0, False), ("layer4.0.downsample", 1024, 2048, 14, 1, 2, 0, False),
           ("layer4.x.conv3", 512, 2048, 7, 1, 1, 0, True), ("layer4.x.conv1", 2048, 512, 7, 1, 1, 0, False),
-          ("layer1.x.conv2", 64, 64, 56, 3, 1, 1, False)]
+          ("layer1.x.conv2", 64, 64, 56, 3, 1, 1, False), ("layer2.0.conv2", 128, 128, 56, 3, 2, 1, False),
+          ("layer2.x.conv2", 128, 128, 28, 3, 1, 1, False)]
 BATCH = 256
 
 

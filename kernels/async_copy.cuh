@@ -1,4 +1,4 @@
-// Shared-memory staging helpers of the tensor-core kernels (gemm_tc, conv_igemm, qconv1x1): the
+// Shared-memory staging helpers of the tensor-core kernels (gemm_tc, conv_igemm, qconv_igemm): the
 // shared-window address of a pointer, 16-byte cp.async copies in commit groups, and ldmatrix.
 #pragma once
 

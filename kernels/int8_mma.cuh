@@ -1,4 +1,4 @@
-// The integer tensor-core MMA and the exact int8 epilogue arithmetic of the int8 kernels (qconv1x1,
+// The integer tensor-core MMA and the exact int8 epilogue arithmetic of the int8 kernels (qconv_igemm,
 // qconv_stem). Fragments (PTX ISA, "Matrix Fragments for mma.m16n8k32"; g = lane / 4, t = lane % 4):
 //     A 16x32: a0 row g, k 4t..4t+3 | a1 row g+8 | a2 row g, k 16+4t.. | a3 row g+8, k 16+4t..
 //     B 32x8:  b0 col g, k 4t..4t+3 | b1 col g, k 16+4t..      C: c0,c1 row g, cols 2t,2t+1 | c2,c3 row g+8

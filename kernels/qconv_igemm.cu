@@ -1,11 +1,13 @@
-// INT8 1x1 convolution (any stride, no padding, group 1, NHWC) with the requantizing epilogue of
-// workbench::FusedQConv, int8 in and int8 out, on the integer tensor cores (mma.sync m16n8k32):
+// INT8 convolution (NHWC, group 1, any taps, stride and padding) as an implicit GEMM on the integer
+// tensor cores (mma.sync m16n8k32), with the requantizing epilogue of workbench::FusedQConv, int8 in
+// and int8 out:
 //
-//     Y[m, n] = int8( act( float(sum_c X[row(m), c] * W[n, c]) * M[n] + B[n] + float(Z[m, n]) * zscale ) )
+//     Y[m, n] = int8( act( float(sum_j A[m, j] * W[n, j]) * M[n] + B[n] + float(Z[m, n]) * zscale ) )
 //
-// m is an output pixel (N*P*Q of them); row(m) its input pixel (m itself at stride 1). The layers are
-// memory bound (ResNet-50's 1x1 convolutions: 64..2048 channels), so the kernel is built around the
-// bytes, not the math:
+// m is an output pixel (N*P*Q of them), j runs over the taps and channels in (r, s, c) order: the
+// host lays the weight out as [K][R][S][C], and A[m, j] is the input pixel under tap (r, s) of
+// output pixel m (zero in the padding). A ring step holds one tap's 64 channels. The 1x1 layers
+// (ResNet-50's: 64..2048 channels) are memory bound, so the kernel is built around the bytes:
 //   - the residual tile Z is prefetched with cp.async at the start, in flight with X and W, so a
 //     block waits for DRAM once instead of twice;
 //   - the epilogue finishes each fragment in registers and writes its int8 bytes into that same
@@ -24,7 +26,7 @@
 #include "async_copy.cuh"
 #include "int8_mma.cuh"
 
-namespace wb_q1x1 {
+namespace wb_qigemm {
 
 using namespace wb_async;
 using namespace wb_int8;
@@ -34,7 +36,7 @@ constexpr int LDS = BK + 16;    // bytes a smem row: the 8 rows of an ldmatrix l
 
 // Residual/output tiles: tile j's residual is copied with its first step, STAGES - 1 steps ahead, into
 // the tile that tile j - OT used, which must be stored by then: (OT - 1) * KT >= STAGES - 1.
-// (workbench/backends/cuda/tactics/qconv1x1.py sizes shared memory with the same formula.)
+// (workbench/backends/cuda/tactics/qconv_igemm.py sizes shared memory with the same formula.)
 __host__ __device__ constexpr int out_tiles(int stages, int kt) {
     return 1 + (stages - 1 + kt - 1) / kt < stages ? 1 + (stages - 1 + kt - 1) / kt : stages;
 }
@@ -44,7 +46,7 @@ struct flag { static constexpr bool value = B; };
 constexpr flag<true> yes{};
 constexpr flag<false> no{};
 
-}  // namespace wb_q1x1
+}  // namespace wb_qigemm
 
 // Persistent blocks: block b takes tiles b, b + gridDim.x, ... (numbered along the output channels
 // first, so the blocks that share an X tile run together). Its (tile, 64-channel step) pairs form one
@@ -55,11 +57,11 @@ constexpr flag<false> no{};
 // ring of STAGES x (BM + BN) x LDS bytes.
 template <int BM, int BN, int WARPS_M, int WARPS_N, int STAGES, int MIN_BLOCKS>
 __global__ void __launch_bounds__(WARPS_M * WARPS_N * 32, MIN_BLOCKS)
-qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, const float* __restrict__ mult,
-         const float* __restrict__ bias, const signed char* __restrict__ Z, signed char* __restrict__ Y,
-         int M, int N, int C, int H, int W, int P, int Q, int stride_h, int stride_w,
-         float zscale, int leaky, float alpha, float lo, float hi) {
-    using namespace wb_q1x1;
+qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ Wt, const float* __restrict__ mult,
+            const float* __restrict__ bias, const signed char* __restrict__ Z, signed char* __restrict__ Y,
+            int M, int N, int C, int H, int W, int P, int Q, int stride_h, int stride_w,
+            int R, int S, int pad_top, int pad_left, float zscale, int leaky, float alpha, float lo, float hi) {
+    using namespace wb_qigemm;
     constexpr int THREADS = WARPS_M * WARPS_N * 32;
     constexpr int TM = BM / WARPS_M, TN = BN / WARPS_N, MI = TM / 16, NI = TN / 8;
     constexpr int LDO = BN + 16;                     // output tile row: fragment writes spread over banks
@@ -71,7 +73,7 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
 
     extern __shared__ __align__(16) unsigned char smem[];
     signed char* sO = reinterpret_cast<signed char*>(smem);         // [OT][BM * LDO]
-    const int KT = C / BK;
+    const int CT = C / BK, KT = R * S * CT, row_len = R * S * C;   // ring steps a tile; bytes a W row
     const int OT = out_tiles(STAGES, KT);
     unsigned char* sA = smem + OT * BM * LDO;
     unsigned char* sB = sA + STAGES * BM * LDS;
@@ -81,31 +83,36 @@ qconv1x1(const signed char* __restrict__ X, const signed char* __restrict__ Wt, 
     const int n_tiles = N / BN, tiles = (M + BM - 1) / BM * n_tiles;
     const int my_tiles = (int)blockIdx.x < tiles ? (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 0;
     const int steps = my_tiles * KT;
-    const bool strided = stride_h != 1 || stride_w != 1;
+    // a pixel of A is the output pixel's own input pixel (m itself) only for unstrided, unpadded 1x1
+    const bool gathered = stride_h != 1 || stride_w != 1 || R != 1 || S != 1 || pad_top != 0 || pad_left != 0;
 
-    // the copies of step s: X and W of its 64 channels into ring slot s % STAGES, and with a tile's
-    // first step its residual tile
+    // the copies of step s: X and W of one tap's 64 channels into ring slot s % STAGES, and with a
+    // tile's first step its residual tile
     auto issue = [&](int s) {
         const int lt = s / KT, kt = s - lt * KT;
         const int tile = blockIdx.x + lt * gridDim.x;
-        const int m0 = (tile / n_tiles) * BM, n0 = (tile % n_tiles) * BN, c0 = kt * BK;
+        const int m0 = (tile / n_tiles) * BM, n0 = (tile % n_tiles) * BN;
+        const int tap = kt / CT, c0 = (kt - tap * CT) * BK, r = tap / S, s_ = tap - r * S;
         unsigned char* dA = sA + (s % STAGES) * BM * LDS;
         unsigned char* dB = sB + (s % STAGES) * BN * LDS;
 #pragma unroll
         for (int i = 0; i < A_LOADS; ++i) {
             const int chunk = tid + i * THREADS, row = chunk / ROW_CHUNKS, col = (chunk % ROW_CHUNKS) * 16;
             const int m = m0 + row;
+            bool in = m < M;
             size_t pixel = m;
-            if (strided && m < M) {
+            if (gathered && in) {
                 const int n = m / (P * Q), pq = m - n * (P * Q), p = pq / Q, q = pq - p * Q;
-                pixel = ((size_t)n * H + (size_t)p * stride_h) * W + (size_t)q * stride_w;
+                const int h = p * stride_h + r - pad_top, w = q * stride_w + s_ - pad_left;
+                in = h >= 0 && h < H && w >= 0 && w < W;                 // else padding: zeros
+                pixel = ((size_t)n * H + h) * W + w;
             }
-            cp_async16(smem_u32(dA + row * LDS + col), m < M ? X + pixel * C + c0 + col : X, m < M ? 16 : 0);
+            cp_async16(smem_u32(dA + row * LDS + col), in ? X + pixel * C + c0 + col : X, in ? 16 : 0);
         }
 #pragma unroll
         for (int i = 0; i < B_LOADS; ++i) {
             const int chunk = tid + i * THREADS, row = chunk / ROW_CHUNKS, col = (chunk % ROW_CHUNKS) * 16;
-            cp_async16(smem_u32(dB + row * LDS + col), Wt + (size_t)(n0 + row) * C + c0 + col, 16);
+            cp_async16(smem_u32(dB + row * LDS + col), Wt + (size_t)(n0 + row) * row_len + kt * BK + col, 16);
         }
         if (Z && kt == 0) {
             signed char* dO = sO + (lt % OT) * BM * LDO;

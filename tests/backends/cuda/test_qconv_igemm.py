@@ -1,7 +1,8 @@
-"""kernels.qconv1x1_* (kernels/qconv1x1.cu: 1x1 workbench::FusedQConv on the int8 tensor cores)
-against the CPU kernel, the exact emulation: the kernel does the same float32 operations in the same
-order, so every int8 output must be equal. Partial M tiles, one and several 64-channel ring steps,
-strides, residual / bias / each activation, graph capture, and the layers the tactic refuses."""
+"""kernels.qconv1x1_* and kernels.qconv_igemm_* (kernels/qconv_igemm.cu: workbench::FusedQConv as an
+implicit GEMM on the int8 tensor cores) against the CPU kernel, the exact emulation: the kernel does
+the same float32 operations in the same order, so every int8 output must be equal. Partial M tiles,
+one and several 64-channel ring steps, strides, taps with symmetric and asymmetric padding, residual /
+bias / each activation, graph capture, and the layers the tactics refuse."""
 from __future__ import annotations
 
 from unittest import mock
@@ -19,8 +20,13 @@ pytestmark = pytest.mark.gpu
 
 
 def _tactics():
-    from workbench.backends.cuda.tactics.qconv1x1 import CONFIGS, QConv1x1
+    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS, QConv1x1
     return [QConv1x1(c) for c in CONFIGS]
+
+
+def _tap_tactics():
+    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS, QConvTaps
+    return [QConvTaps(c) for c in CONFIGS]
 
 
 _TILES = ("64x128", "128x128", "128x64")           # kernels.qconv1x1_<tile>, in CONFIGS order
@@ -68,8 +74,8 @@ def test_channels_and_partial_tiles(cp, tactic, c, k):
 def test_few_persistent_blocks_take_many_tiles(cp, tactic, monkeypatch, c, stride):
     """Three blocks for 26..104 tiles: each block's tiles stream through one ring, the residual and
     output tiles alternate; C = 64 (one step a tile) and 128 (two)."""
-    from workbench.backends.cuda.tactics import qconv1x1
-    monkeypatch.setattr(qconv1x1, "_resident_blocks", lambda *args: 3)
+    from workbench.backends.cuda.tactics import qconv_igemm
+    monkeypatch.setattr(qconv_igemm, "_resident_blocks", lambda *args: 3)
     layer, weights, inputs = _case(4, 20, 21, c, 512, attrs={"strides": list(stride)}, residual=True, seed=c)
     _assert_equal_to_emulation(tactic, layer, weights, inputs)
 
@@ -151,3 +157,29 @@ def test_supports_int8_output_and_grid_activations_only():
     assert not any(t.supports(float_out, "int8") for t in _tactics())
     layer.attrs["activation"] = "Sigmoid"
     assert not any(t.supports(layer, "int8") for t in _tactics())
+
+
+@pytest.mark.parametrize("index", range(len(_TILES)), ids=_TILES)
+@pytest.mark.parametrize("n,h,w,c,kernel,attrs,residual", [
+    (2, 11, 9, 64, (3, 3), {"pads": [1, 1, 1, 1]}, False),                    # ResNet's conv2, partial tiles
+    (3, 13, 10, 128, (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, True),  # two steps a tap, stride 2
+    (2, 9, 12, 64, (5, 3), {"strides": [1, 2], "pads": [2, 1, 0, 1]}, True),   # asymmetric window and pads
+    (1, 7, 7, 64, (3, 3), {}, False),                                           # no padding
+])
+def test_taps_match_the_emulation(cp, index, n, h, w, c, kernel, attrs, residual):
+    tactic = _tap_tactics()[index]
+    layer, weights, inputs = _case(n, h, w, c, 128, attrs=attrs, kernel=kernel, residual=residual, seed=h * w)
+    assert tactic.supports(layer, "int8")
+    _assert_equal_to_emulation(tactic, layer, weights, inputs)
+
+
+def test_taps_graph_capturable(cp):
+    layer, weights, inputs = _case(2, 9, 7, 64, 128, attrs={"pads": [1, 1, 1, 1]}, kernel=(3, 3))
+    assert_graph_capturable(_tap_tactics()[0], layer, weights, inputs, layer.output_shapes[0], np.int8)
+
+
+@pytest.mark.parametrize("kernel,attrs", [((1, 1), {}), ((3, 3), {"group": 2}), ((3, 3), {"dilations": [2, 2]}),
+                                          ((3, 3), {"auto_pad": "SAME_UPPER"})])
+def test_taps_tactics_leave_other_layers(kernel, attrs):
+    layer, _, _ = _case(2, 9, 9, 64, 128, attrs=attrs, kernel=kernel)
+    assert not any(t.supports(layer, "int8") for t in _tap_tactics())

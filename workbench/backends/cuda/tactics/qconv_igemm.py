@@ -1,17 +1,24 @@
-"""kernels.qconv1x1_<BM>x<BN>: workbench::FusedQConv layers that are 1x1 convolutions (any stride, no
-padding, group 1, NHWC) with int8 output, as one INT8 tensor-core kernel (kernels/qconv1x1.cu) with the
-requantizing epilogue fused; bit-exact with the CPU emulation (same float32 ops, same order):
+"""FusedQConv layers with int8 output as one INT8 tensor-core implicit GEMM (kernels/qconv_igemm.cu)
+with the requantizing epilogue fused; bit-exact with the CPU emulation (same float32 ops, same order):
 
-    Y[m, k] = int8(act(float32(sum_c X[row(m), c] * W[k, c]) * M[k] + B[k] + float32(Z[m, k]) * residual_scale))
+    Y[m, k] = int8(act(float32(sum_j A[m, j] * W[k, j]) * M[k] + B[k] + float32(Z[m, k]) * residual_scale))
 
-Why our own kernel: the 1x1 layers are memory bound, and cuDNN's int8 1x1 convolutions with a
-residual move about 1.2 TB/s on the H100. This one prefetches the residual with the operands, keeps
-persistent blocks streaming tiles through one cp.async ring and stores through a shared-memory tile
-in 16-byte rows. Measured (bench/results/probe_qconv_tactics.json): it beats cuDNN on the 64-channel
-residual layers (ResNet-50 layer1 conv3) and loses elsewhere; its limit there is the per-output float
-epilogue's instructions, not DRAM. The autotuner picks per layer. Scope (`supports` / `prepare` say
-no otherwise, and cuDNN runs the layer): int8 output, int8 residual, 64 or 128 input channels, K a
-multiple of the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
+Two families of tactics share the kernel:
+  - kernels.qconv1x1_<BM>x<BN>: 1x1 convolutions (any stride, no padding). They are memory bound, and
+    cuDNN's int8 1x1 convolutions with a residual move about 1.2 TB/s on the H100. This kernel
+    prefetches the residual with the operands, keeps persistent blocks streaming tiles through one
+    cp.async ring and stores through a shared-memory tile in 16-byte rows. Measured
+    (bench/results/probe_qconv_tactics.json): it beats cuDNN on the 64- and 128-channel residual
+    layers (ResNet-50 layer1/2 conv3) and loses on wider ones; its limit is the per-output float
+    epilogue's instructions, not DRAM.
+  - kernels.qconv_igemm_<BM>x<BN>: any other taps and padding (3x3 and the like): A's rows gather the
+    input pixel under each tap, zeros in the padding. Correct, but not yet fast: on ResNet-50's 3x3
+    layers (H100, b256) it took 0.375 ms against cuDNN's 0.172 (layer1 conv2) and 0.235 against
+    0.057 (layer2 conv2), so the autotuner keeps cuDNN. Its ring prefetches one 64-channel step,
+    and a 3x3 tile is 9 to 18 steps that re-read the input through L2: it waits on L2 latency.
+The autotuner picks per layer. Scope (`supports` / `prepare` say no otherwise, and cuDNN runs the
+layer): group 1, no dilation, int8 output, int8 residual, 64 or 128 input channels, K a multiple of
+the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
 """
 from __future__ import annotations
 
@@ -27,11 +34,12 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import is_conv2d_nhwc, qconv_constants
+from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
+                                                       qconv_constants)
 
-__all__ = ["QConv1x1", "CONFIGS"]
+__all__ = ["QConv1x1", "QConvTaps", "CONFIGS"]
 
-SOURCE = "qconv1x1.cu"
+SOURCE = "qconv_igemm.cu"
 # (BM, BN, warps along M, warps along N, ring stages, blocks per SM for __launch_bounds__): 64x128
 # and 128x64 (32x32 warp tiles, fewer registers: three blocks an SM) and 128x128; deeper rings
 # (3 and 4 stages) measured slower on every layer
@@ -47,7 +55,7 @@ _FINITE = 1e30                           # |multiplier|, |bias|, |residual scale
 
 
 def _expression(config) -> str:
-    return "qconv1x1<{}, {}, {}, {}, {}, {}>".format(*config)
+    return "qconv_igemm<{}, {}, {}, {}, {}, {}>".format(*config)
 
 
 _ALL = tuple(_expression(c) for c in CONFIGS)
@@ -57,44 +65,51 @@ _ALL = tuple(_expression(c) for c in CONFIGS)
 class _State:
     layer: Layer
     kernel: Any
-    w: Any                      # device int8 [K, C]
+    w: Any                      # device int8 [K, R * S * C]: taps and channels in (r, s, c) order
     multiplier: Any             # device float32 [K]
     bias: Any                   # device float32 [K]: zeros for a layer without (adding +0 changes no int8 result)
-    strides: tuple[int, int]
+    weights: ConvWeights        # the host weight and activation, for the geometry
     smem_bytes: int
     blocks: int                 # persistent blocks: as many as fit on the GPU at once
     epilogue: tuple             # the kernel's last arguments: zscale, leaky, alpha, lo, hi
-    k: int
-    c: int
+    geos: dict = dataclasses.field(default_factory=dict)
 
 
 class QConv1x1(CudaTactic):
+    """1x1 layers, any stride, no padding."""
     source = "kernels"
+    family = "qconv1x1"
 
     def __init__(self, config):
         self.config = config
         self.bm, self.bn, warps_m, warps_n, self.stages, _ = config
         self.threads = 32 * warps_m * warps_n
-        self.name = f"kernels.qconv1x1_{self.bm}x{self.bn}"
+        self.name = f"kernels.{self.family}_{self.bm}x{self.bn}"
 
     def supports(self, layer: Layer, precision: str) -> bool:
         if not is_conv2d_nhwc(layer, precision, ("int8",)) or activation_of(layer)[0] not in INT8_ACTIVATIONS:
             return False
         attrs = layer.attrs
-        kernel = attrs.get("kernel_shape")
-        return ((kernel is None or tuple(kernel) == (1, 1))          # None: prepare checks the weight
-                and all(v == 0 for v in attrs.get("pads") or [0])
-                and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID")
+        return (self._takes_window(attrs)
                 and all(v == 1 for v in attrs.get("dilations") or [1])
                 and int(attrs.get("group", 1)) == 1
                 and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
 
-    def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
-        w, host_m, host_b = qconv_constants(layer, weights, self.name)
+    def _takes_window(self, attrs) -> bool:
+        kernel = attrs.get("kernel_shape")
+        return ((kernel is None or tuple(kernel) == (1, 1))          # None: prepare checks the weight
+                and all(v == 0 for v in attrs.get("pads") or [0])
+                and (attrs.get("auto_pad") or "NOTSET") in ("NOTSET", "VALID"))
+
+    def _check_taps(self, layer: Layer, w: np.ndarray) -> None:
         if w.shape[2:] != (1, 1):
             raise ValueError(f"{self.name}: layer {layer.name!r}: weight {layer.inputs[1]!r} has {w.shape[2]}x"
                              f"{w.shape[3]} taps, this kernel takes 1x1")
-        k, c = w.shape[:2]
+
+    def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
+        w, host_m, host_b = qconv_constants(layer, weights, self.name)
+        self._check_taps(layer, w)
+        k, c, r, s = w.shape
         if c > _MOST_CHANNELS:
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input channels; above {_MOST_CHANNELS} "
                              f"cuDNN's int8 kernels are faster (bench/probe_qconv_tactics.py)")
@@ -108,38 +123,34 @@ class QConv1x1(CudaTactic):
                 raise ValueError(f"{self.name}: layer {layer.name!r}: {what} has values that are not finite or "
                                  f"beyond {_FINITE:g}; cuDNN runs this layer")
         kernel = get_kernel(SOURCE, _expression(self.config), _ALL)
-        most = self._smem_bytes(_CHANNEL_STEP)
+        most = self._smem_bytes(1)
         if most > _SMEM_DEFAULT_LIMIT:         # one function serves every layer: opt in to the config's most
             kernel.max_dynamic_shared_size_bytes = most
-        smem_bytes = self._smem_bytes(c)
+        smem_bytes = self._smem_bytes(r * s * c // _CHANNEL_STEP)
         blocks = _resident_blocks(kernel, self.threads, smem_bytes)
         cp = cupy()
         multiplier = cp.asarray(host_m)
         bias = cp.asarray(np.zeros(k, np.float32) if host_b is None else host_b)
-        strides = tuple(int(v) for v in layer.attrs.get("strides") or (1, 1))
         epilogue = (residual_scale, *int8_clamp(layer))
-        return _State(layer, kernel, cp.asarray(np.ascontiguousarray(w.reshape(k, c))), multiplier, bias,
-                      strides, smem_bytes, blocks, epilogue, k, c)
+        rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(k, r * s * c))
+        cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
+        return _State(layer, kernel, cp.asarray(rows), multiplier, bias, cw, smem_bytes, blocks, epilogue)
 
-    def _smem_bytes(self, c: int) -> int:
-        """The residual/output tiles, then the ring (kernels/qconv1x1.cu, out_tiles)."""
-        steps = c // _CHANNEL_STEP
+    def _smem_bytes(self, steps: int) -> int:
+        """The residual/output tiles, then the ring (kernels/qconv_igemm.cu, out_tiles); `steps`: ring
+        steps a tile, R * S * C / 64."""
         out_tiles = min(self.stages, 1 + -(-(self.stages - 1) // steps))
         return out_tiles * self.bm * (self.bn + 16) + self.stages * (self.bm + self.bn) * (_CHANNEL_STEP + 16)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer, k, c = state.layer, state.k, state.c
+        layer = state.layer
         x, y = inputs[0], outputs[0]
         z = inputs[4] if len(inputs) > 4 and len(layer.inputs) > 4 and layer.inputs[4] else None
-        if x.dtype != np.int8 or x.ndim != 4 or x.shape[3] != c:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: input {layer.inputs[0]!r} is {x.dtype}"
-                             f"{tuple(x.shape)}, expected int8 NHWC with {c} channels")
-        n, h, w = x.shape[:3]
-        sh, sw = state.strides
-        p, q = (h - 1) // sh + 1, (w - 1) // sw + 1
-        if tuple(y.shape) != (n, p, q, k) or y.dtype != np.int8:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: output {layer.outputs[0]!r} is {y.dtype}"
-                             f"{tuple(y.shape)}, expected int8 {(n, p, q, k)}")
+        if x.dtype != np.int8 or y.dtype != np.int8:
+            raise ValueError(f"{self.name}: layer {layer.name!r}: input {layer.inputs[0]!r} is {x.dtype}, output "
+                             f"{layer.outputs[0]!r} {y.dtype}; this kernel is int8 in and out")
+        geo = geometry(layer, state.weights, x.shape, state.geos)
+        check_output(layer, geo, y, self.name)
         if z is not None and (z.shape != y.shape or z.dtype != np.int8):
             raise ValueError(f"{self.name}: layer {layer.name!r}: residual {layer.inputs[4]!r} is {z.dtype}"
                              f"{tuple(z.shape)}, expected int8 {tuple(y.shape)}")
@@ -147,18 +158,32 @@ class QConv1x1(CudaTactic):
             if array is not None and (not array.flags.c_contiguous or array.data.ptr % _ALIGN):
                 raise ValueError(f"{self.name}: layer {layer.name!r}: {what} must be C-contiguous NHWC, "
                                  f"{_ALIGN}-byte aligned")
-        m = n * p * q
+        m = geo.n * geo.p * geo.q
         if m == 0:
             return outputs
         null = np.uint64(0)
-        blocks = min(state.blocks, -(-m // self.bm) * (k // self.bn))
+        blocks = min(state.blocks, -(-m // self.bm) * (geo.k // self.bn))
         state.kernel((blocks, 1, 1), (self.threads, 1, 1),
-                     (x, state.w, state.multiplier, state.bias,
-                      z if z is not None else null, y, np.int32(m), np.int32(k), np.int32(c), np.int32(h),
-                      np.int32(w), np.int32(p), np.int32(q), np.int32(sh), np.int32(sw),
-                      *state.epilogue),
+                     (x, state.w, state.multiplier, state.bias, z if z is not None else null, y, np.int32(m),
+                      np.int32(geo.k), np.int32(geo.c), np.int32(geo.h), np.int32(geo.w), np.int32(geo.p),
+                      np.int32(geo.q), np.int32(geo.stride_h), np.int32(geo.stride_w), np.int32(geo.r),
+                      np.int32(geo.s), np.int32(geo.pad_top), np.int32(geo.pad_left), *state.epilogue),
                      shared_mem=state.smem_bytes, stream=stream)
         return outputs
+
+
+class QConvTaps(QConv1x1):
+    """Any other window: taps gathered per ring step, zeros in the padding."""
+    family = "qconv_igemm"
+
+    def _takes_window(self, attrs) -> bool:
+        kernel = attrs.get("kernel_shape")
+        return (kernel is not None and tuple(kernel) != (1, 1)
+                and (attrs.get("auto_pad") or "NOTSET") == "NOTSET")
+
+    def _check_taps(self, layer: Layer, w: np.ndarray) -> None:
+        if w.shape[2:] == (1, 1):
+            raise ValueError(f"{self.name}: layer {layer.name!r}: a 1x1 weight; kernels.qconv1x1_* take those")
 
 
 def _resident_blocks(kernel, threads: int, smem_bytes: int) -> int:
@@ -171,3 +196,5 @@ def _resident_blocks(kernel, threads: int, smem_bytes: int) -> int:
 
 for _config in CONFIGS:
     register(QConv1x1(_config))
+for _config in CONFIGS:
+    register(QConvTaps(_config))
