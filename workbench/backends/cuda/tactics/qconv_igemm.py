@@ -14,8 +14,9 @@ Two families of tactics share the kernel:
   - kernels.qconv_igemm_<BM>x<BN>: any other taps and padding (3x3 and the like): A's rows gather the
     input pixel under each tap, zeros in the padding. Correct, but not yet fast: on ResNet-50's 3x3
     layers (H100, b256) it took 0.375 ms against cuDNN's 0.172 (layer1 conv2) and 0.235 against
-    0.057 (layer2 conv2), so the autotuner keeps cuDNN. Its ring prefetches one 64-channel step,
-    and a 3x3 tile is 9 to 18 steps that re-read the input through L2: it waits on L2 latency.
+    0.057 (layer2 conv2), so the autotuner keeps cuDNN. A 4-stage ring was no faster (0.388 and
+    0.33 ms), so the limit is not the prefetch depth; the per-step gather (two divisions a row) and
+    the re-reads of the input through L2 (9 to 18 steps a tile) are the suspects, not yet profiled.
 The autotuner picks per layer. Scope (`supports` / `prepare` say no otherwise, and cuDNN runs the
 layer): group 1, no dilation, int8 output, int8 residual, 64 or 128 input channels, K a multiple of
 the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
