@@ -17,7 +17,8 @@
 // pixel's window starts at an arbitrary byte, so a thread reads aligned words and realigns them with
 // funnel shifts. Weights are packed on the host in fragment order, [R][K/8][lane][2] words, one 8-byte
 // load a fragment. The epilogue (the CPU emulation's, cpu/ops/fused_conv.py fused_qconv) writes its
-// bytes into a per-warp tile in shared memory that leaves as 16-byte coalesced stores.
+// bytes into a per-warp tile in shared memory that leaves as 16-byte coalesced stores. bias is always
+// given (zeros for a layer without one: adding +0 changes no int8 result).
 #include "async_copy.cuh"
 #include "int8_mma.cuh"
 
@@ -79,9 +80,7 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
     signed char* tO = sO + warp * 16 * LDO;
     for (int tile = warp; tile < TR * tiles_per_row; tile += wb_stem::WARPS) {
         const int pr = tile / tiles_per_row, qb = (tile - pr * tiles_per_row) * 16;
-        int acc[NT][4];
-#pragma unroll
-        for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0;
+        int acc[NT][4];                             // set by filter row 0's MMAs
         // byte offsets of the windows of pixels g and g + 8 in a staged row
         const int off_lo = first + (qb + g) * stride_w * C, off_hi = off_lo + 8 * stride_w * C;
         const int sh_lo = (off_lo & 3) * 8, sh_hi = (off_hi & 3) * 8;
@@ -100,19 +99,20 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
             for (int j = 0; j < NT; ++j) {
                 const uint2 bw = wr[j * 32];
                 const unsigned b[2] = {bw.x, bw.y};
-                mma_16832(acc[j], a, b);
+                if (r == 0) mma_16832_first(acc[j], a, b);
+                else mma_16832(acc[j], a, b);
             }
         }
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
             const int col = j * 8 + 2 * t;
             const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
-            const float2 bv = bias ? __ldg(reinterpret_cast<const float2*>(bias + col)) : make_float2(0.f, 0.f);
+            const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + col));
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 float v0 = __fmul_rn(__int2float_rn(acc[j][2 * h]), mv.x);
                 float v1 = __fmul_rn(__int2float_rn(acc[j][2 * h + 1]), mv.y);
-                if (bias) v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
+                v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
                 if (leaky) {
                     v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
                     v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;

@@ -41,7 +41,7 @@ class _State:
     weights: ConvWeights
     packed: Any                 # device int32 [R][K/8][32 lanes][2]: B fragments
     multiplier: Any
-    bias: Any
+    bias: Any                   # device float32 [K]: zeros for a layer without (adding +0 changes no int8 result)
     epilogue: tuple             # the kernel's last arguments: leaky, alpha, lo, hi
     fixed_smem: int             # bytes of shared memory besides the staged rows: weights, output tiles
     geos: dict = dataclasses.field(default_factory=dict)
@@ -75,7 +75,7 @@ class QConvStem(CudaTactic):
         cp = cupy()
         kernel = get_kernel(_SOURCE, f"qconv_stem<{r}, {s}, {c}, {k}>", _INSTANCES)
         multiplier = cp.asarray(host_m)
-        bias = None if host_b is None else cp.asarray(host_b)
+        bias = cp.asarray(np.zeros(k, np.float32) if host_b is None else host_b)
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
         fixed = fragments.nbytes + _WARPS * 16 * (k + 16)
         return _State(layer, kernel, cw, cp.asarray(fragments), multiplier, bias, int8_clamp(layer), fixed)
@@ -96,10 +96,9 @@ class QConvStem(CudaTactic):
         # window's 32 bytes and the realigning over-read
         row_bytes = (15 + (columns - 1) * geo.stride_w * geo.c + 36 + 15) // 16 * 16
         smem = state.fixed_smem + (geo.r + (rows - 1) * geo.stride_h) * row_bytes
-        null = np.uint64(0)
         grid = (-(-geo.q // columns), -(-geo.p // rows), geo.n)
         state.kernel(grid, (_WARPS * 32, 1, 1),
-                     (x, state.packed, state.multiplier, state.bias if state.bias is not None else null, y,
+                     (x, state.packed, state.multiplier, state.bias, y,
                       np.int32(geo.h), np.int32(geo.w), np.int32(geo.p), np.int32(geo.q), np.int32(geo.stride_h),
                       np.int32(geo.stride_w), np.int32(geo.pad_top), np.int32(geo.pad_left), np.int32(rows),
                       np.int32(columns), *state.epilogue),

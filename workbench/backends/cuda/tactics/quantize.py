@@ -99,67 +99,61 @@ def _zero_point(state: _State, zero_point, dtype, of: str):
 
 
 class _QdqTactic(CudaTactic):
+    """Both kernels' launch: x, scale, zero point and the output checked, then one instance of
+    `template` over the element types; the subclass names which side is quantized and the types."""
     source = "kernels"
+    template: str
+    x_types: dict
+    out_types: dict
+    quantizes: bool             # the output is the quantized side (its dtype is the zero point's)
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> _State:
         return _State(layer, upload_weights(layer, weights), cupy().zeros(1, np.int32))
 
-    @staticmethod
-    def _operands(state: _State, inputs: Sequence[Any], outputs: Sequence[Any]) -> tuple:
-        """x, scale, zero point (None when omitted) and the output, which has x's shape."""
+    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
         layer = state.layer
         x, scale, zero_point = resolve_inputs(state.weights, inputs, 3)
         out = present_outputs(layer, outputs)[0][1]
         if tuple(out.shape) != tuple(x.shape):
             raise ValueError(f"layer {layer.name!r} ({layer.op}): output is {tuple(out.shape)}, input "
                              f"{tuple(x.shape)}")
-        return x, scale, zero_point, out
+        types = (_ctype(layer, x, self.x_types, "input x"), _ctype(layer, scale, _FLOATS, "scale"),
+                 _ctype(layer, out, self.out_types, "the output"))
+        quantized, what = (out, "the output") if self.quantizes else (x, "input x")
+        zero_point = _zero_point(state, zero_point, quantized.dtype, what)
+        if x.size:
+            kernel = get_kernel(_SOURCE, f"{self.template}<{','.join(types)}>", _INSTANCES)
+            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
+                                                *_per_axis(layer, x, scale, zero_point),
+                                                *self._extra_args(layer, scale)))
+        return outputs
+
+    def _extra_args(self, layer: Layer, scale) -> tuple:
+        return ()
 
 
 class QuantizeKernel(_QdqTactic):
     """`kernels.quantize_linear`: y = saturate(round_half_even(x / scale) + zero_point), int8 / uint8."""
     name = "kernels.quantize_linear"
+    template, x_types, out_types, quantizes = "quantize_linear", _FLOATS, _QUANTIZED, True
 
     def supports(self, layer: Layer, precision: str) -> bool:
         if precision == "bf16" or layer.attrs.get("precision", 0) not in (0, TensorProto.FLOAT):
             return False
         return _plain(layer, "QuantizeLinear", (TensorProto.INT8, TensorProto.UINT8), _QUANTIZED)
 
-    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer = state.layer
-        x, scale, zero_point, out = self._operands(state, inputs, outputs)
-        tx = _ctype(layer, x, _FLOATS, "input x")
-        ts = _ctype(layer, scale, _FLOATS, "scale")
-        tq = _ctype(layer, out, _QUANTIZED, "the output")
-        zero_point = _zero_point(state, zero_point, out.dtype, "the output")
+    def _extra_args(self, layer: Layer, scale) -> tuple:
         # the oracle divides in the scale's dtype unless the `precision` attr says float32
-        half_math = np.int32(scale.dtype == np.float16 and not layer.attrs.get("precision", 0))
-        if x.size:
-            kernel = get_kernel(_SOURCE, f"quantize_linear<{tx},{ts},{tq}>", _INSTANCES)
-            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
-                                                *_per_axis(layer, x, scale, zero_point), half_math))
-        return outputs
+        return (np.int32(scale.dtype == np.float16 and not layer.attrs.get("precision", 0)),)
 
 
 class DequantizeKernel(_QdqTactic):
     """`kernels.dequantize_linear`: y = (x - zero_point) * scale in float32, written float32 or float16."""
     name = "kernels.dequantize_linear"
+    template, x_types, out_types, quantizes = "dequantize_linear", _DEQUANTIZED, _FLOATS, False
 
     def supports(self, layer: Layer, precision: str) -> bool:
         return _plain(layer, "DequantizeLinear", (TensorProto.FLOAT, TensorProto.FLOAT16), _FLOATS)
-
-    def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer = state.layer
-        x, scale, zero_point, out = self._operands(state, inputs, outputs)
-        tq = _ctype(layer, x, _DEQUANTIZED, "input x")
-        ts = _ctype(layer, scale, _FLOATS, "scale")
-        ty = _ctype(layer, out, _FLOATS, "the output")
-        zero_point = _zero_point(state, zero_point, x.dtype, "input x")
-        if x.size:
-            kernel = get_kernel(_SOURCE, f"dequantize_linear<{tq},{ts},{ty}>", _INSTANCES)
-            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
-                                                *_per_axis(layer, x, scale, zero_point)))
-        return outputs
 
 
 register(QuantizeKernel())
