@@ -14,6 +14,7 @@ import time
 import cupy as cp
 import numpy as np
 import onnx
+from _gpu_timing import header, write_json
 
 from workbench.backends.base import Layer
 from workbench.backends.cuda import CudaBackend
@@ -55,6 +56,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default="", help="probe only the shapes whose name contains this")
+    ap.add_argument("--revision", default=None, help="git revision to record where the tree has no .git")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     backend = CudaBackend()
@@ -87,10 +89,9 @@ def main():
             row[tactic.name] = entry
         rows[name] = row
         print(name, json.dumps({k: v.get("ms", "refused") for k, v in row.items()}), flush=True)
-    out = {"device": cp.cuda.runtime.getDeviceProperties(0)["name"].decode(), "batch": BATCH,
-           "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "shapes": rows, "seconds": round(time.time() - started, 1)}
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    doc = header("cuda", args.revision)
+    doc.update(batch=BATCH, shapes=rows, seconds=round(time.time() - started, 1))
+    write_json(args.out, doc)
 
 
 if __name__ == "__main__":
