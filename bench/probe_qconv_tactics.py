@@ -55,7 +55,7 @@ def case(c, k, h, r, stride, pad, residual, rng):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", default="", help="probe only the shapes whose name contains this")
+    ap.add_argument("--only", default="", help="comma-separated: probe only the shapes whose name contains one")
     ap.add_argument("--revision", default=None, help="git revision to record where the tree has no .git")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -63,7 +63,7 @@ def main():
     started = time.time()
     rows = {}
     for name, *shape in SHAPES:
-        if args.only not in name:
+        if not any(part in name for part in args.only.split(",")):
             continue
         layer, weights, inputs, out_shape = case(*shape, rng)
         nbytes = sum(a.nbytes for a in inputs if a is not None) + int(np.prod(out_shape))

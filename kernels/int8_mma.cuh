@@ -47,4 +47,42 @@ __device__ __forceinline__ unsigned short int8_pair(float v0, float v1, float lo
     return static_cast<unsigned short>(__byte_perm(b0, b1, 0x0040));   // the low byte of each
 }
 
+// compile-time flags: each epilogue form is its own code (a per-fragment branch on a runtime flag
+// cost as many instructions as the arithmetic)
+template <bool B>
+struct flag { static constexpr bool value = B; };
+
+// f(flag<residual>, flag<leaky>): the runtime flags, once, as compile-time ones
+template <class F>
+__device__ __forceinline__ void with_epilogue_flags(bool residual, bool leaky, F&& f) {
+    if (residual) leaky ? f(flag<true>{}, flag<true>{}) : f(flag<true>{}, flag<false>{});
+    else leaky ? f(flag<false>{}, flag<true>{}) : f(flag<false>{}, flag<false>{});
+}
+
+// the requantizing epilogue's constants after the per-channel multiplier and bias
+struct Requant {
+    float zscale, alpha, lo, hi;
+};
+
+// workbench::FusedQConv's epilogue on one accumulator pair (a pixel's two adjacent output channels),
+// in the CPU emulation's order, each op rounded to float32 (cpu/ops/fused_conv.py fused_qconv):
+//     int8(clamp(leaky(float(a) * m + b (+ float(z) * zscale))))
+// `o` is the pair's 16 bits in a shared-memory output tile: with a residual it holds z, which this
+// thread alone reads and then overwrites with the result.
+template <bool RESIDUAL, bool LEAKY>
+__device__ __forceinline__ void requantize_pair(unsigned short* o, const int* a, float2 m, float2 b, const Requant& q) {
+    float v0 = __fadd_rn(__fmul_rn(__int2float_rn(a[0]), m.x), b.x);
+    float v1 = __fadd_rn(__fmul_rn(__int2float_rn(a[1]), m.y), b.y);
+    if (RESIDUAL) {
+        const float2 z = int8_pair_to_float(*o);
+        v0 = __fadd_rn(v0, __fmul_rn(z.x, q.zscale));
+        v1 = __fadd_rn(v1, __fmul_rn(z.y, q.zscale));
+    }
+    if (LEAKY) {
+        v0 = v0 < 0.f ? __fmul_rn(v0, q.alpha) : v0;
+        v1 = v1 < 0.f ? __fmul_rn(v1, q.alpha) : v1;
+    }
+    *o = int8_pair(v0, v1, q.lo, q.hi);
+}
+
 }  // namespace wb_int8

@@ -103,23 +103,19 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
                 else mma_16832(acc[j], a, b);
             }
         }
+        const Requant rq{0.f, alpha, lo, hi};
+        with_epilogue_flags(false, leaky != 0, [&](auto residual, auto leaky_relu) {
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-            const int col = j * 8 + 2 * t;
-            const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
-            const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + col));
+            for (int j = 0; j < NT; ++j) {
+                const int col = j * 8 + 2 * t;
+                const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
+                const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + col));
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                float v0 = __fmul_rn(__int2float_rn(acc[j][2 * h]), mv.x);
-                float v1 = __fmul_rn(__int2float_rn(acc[j][2 * h + 1]), mv.y);
-                v0 = __fadd_rn(v0, bv.x), v1 = __fadd_rn(v1, bv.y);
-                if (leaky) {
-                    v0 = v0 < 0.f ? __fmul_rn(v0, alpha) : v0;
-                    v1 = v1 < 0.f ? __fmul_rn(v1, alpha) : v1;
-                }
-                *reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col) = int8_pair(v0, v1, lo, hi);
+                for (int h = 0; h < 2; ++h)
+                    requantize_pair<decltype(residual)::value, decltype(leaky_relu)::value>(
+                        reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col), &acc[j][2 * h], mv, bv, rq);
             }
-        }
+        });
         __syncwarp();
         const int p = p0 + pr;
         constexpr int PIXEL_CHUNKS = K / 16;

@@ -7,7 +7,7 @@ log = logging.getLogger(__name__)
 
 _MODULES = ("fallback", "movement", "joins", "pointwise", "pool", "quantize", "norm", "attention", "reduce",
             "gemm", "gemm_tc", "conv", "conv_igemm", "conv_direct", "cudnn_conv", "cudnn_qconv", "qconv_igemm",
-            "qconv_stem", "reformat", "nvmath_gemm", "sparse_gemm")
+            "qconv_stem", "qconv_rows", "reformat", "nvmath_gemm", "sparse_gemm")
 
 for _name in _MODULES:
     try:

@@ -139,7 +139,9 @@ def _check(tactic: str, layer: Layer, x, z, y) -> None:
                          f"the output {tuple(y.shape)}")
 
 
-def _build_plan(tactic: str, layer: Layer, geo, compute: str, z, y, has_bias: bool) -> _Plan:
+def _build_plan(tactic: str, layer: Layer, geo, compute: str, z, y, has_bias: bool,
+                modes: Sequence[str] = ("A", "FALLBACK"), candidates: int = _CANDIDATES) -> _Plan:
+    """The graph and its first `candidates` plans that build, from cuDNN's heuristics `modes` lists."""
     dt = cudnn.data_type
     f32 = dt.FLOAT
     io = dt.INT8 if compute == "int8" else dt.HALF
@@ -169,21 +171,21 @@ def _build_plan(tactic: str, layer: Layer, geo, compute: str, z, y, has_bias: bo
     try:
         graph.validate()
         graph.build_operation_graph()
-        graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        graph.create_execution_plans([getattr(cudnn.heur_mode, mode) for mode in modes])
         graph.check_support()
     except Exception as exc:           # the frontend raises its own types
         raise CudnnUnsupportedError(f"{what}: cuDNN has no plan: {type(exc).__name__}: {exc}") from exc
-    candidates = []
-    for index in range(min(int(graph.get_execution_plan_count()), _CANDIDATES)):
+    built = []
+    for index in range(min(int(graph.get_execution_plan_count()), candidates)):
         try:
             graph.build_plan_at_index(index)
-            candidates.append(index)
+            built.append(index)
         except Exception:              # unsupported candidates fail here: skipped
             continue
-    if not candidates:
+    if not built:
         raise CudnnUnsupportedError(f"{what}: no candidate plan builds")
-    size = max(int(graph.get_workspace_size_plan_at_index(i)) for i in candidates)
-    return _Plan(graph, tensors, candidates, cupy().empty(max(1, size), dtype=np.uint8), candidates[0])
+    size = max(int(graph.get_workspace_size_plan_at_index(i)) for i in built)
+    return _Plan(graph, tensors, built, cupy().empty(max(1, size), dtype=np.uint8), built[0])
 
 
 if cudnn is not None:

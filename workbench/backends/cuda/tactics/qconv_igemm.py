@@ -27,16 +27,16 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
-from onnx import TensorProto
 
 from workbench.backends.base import Layer
 from workbench.backends.cuda.compile import get_kernel
 from workbench.backends.cuda.device import cupy
-from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
+from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
-                                                       qconv_constants)
+from workbench.backends.cuda.tactics.conv_spec import ConvWeights, check_output, geometry, qconv_constants
+from workbench.backends.cuda.tactics.qconv_int8 import (check_int8_arrays, epilogue_constants, residual_input,
+                                                        resident_blocks, takes_int8_layer)
 
 __all__ = ["QConv1x1", "QConvTaps", "CONFIGS"]
 
@@ -51,8 +51,6 @@ CONFIGS = ((64, 128, 2, 4, 2, 3), (128, 128, 2, 4, 2, 2), (128, 64, 4, 2, 2, 3))
 _MOST_CHANNELS = 128
 _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in the kernel)
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
-_ALIGN = 16
-_FINITE = 1e30                           # |multiplier|, |bias|, |residual scale| below this: no inf, no NaN
 
 
 def _expression(config) -> str:
@@ -88,13 +86,7 @@ class QConv1x1(CudaTactic):
         self.name = f"kernels.{self.family}_{self.bm}x{self.bn}"
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not is_conv2d_nhwc(layer, precision, ("int8",)) or activation_of(layer)[0] not in INT8_ACTIVATIONS:
-            return False
-        attrs = layer.attrs
-        return (self._takes_window(attrs)
-                and all(v == 1 for v in attrs.get("dilations") or [1])
-                and int(attrs.get("group", 1)) == 1
-                and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
+        return takes_int8_layer(layer, precision) and self._takes_window(layer.attrs)
 
     def _takes_window(self, attrs) -> bool:
         kernel = attrs.get("kernel_shape")
@@ -117,25 +109,16 @@ class QConv1x1(CudaTactic):
         if c % _CHANNEL_STEP or k % self.bn:
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input and {k} output channels; this kernel "
                              f"needs input channels a multiple of {_CHANNEL_STEP} and output channels of {self.bn}")
-        residual_scale = np.float32(layer.attrs.get("residual_scale", 1.0))
-        for what, values in (("multiplier", host_m), ("bias", host_b), ("residual_scale", residual_scale)):
-            # the kernel's clamp-then-round has no NaN path: bounded parameters keep every value finite
-            if values is not None and not np.all(np.abs(values) < _FINITE):
-                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} has values that are not finite or "
-                                 f"beyond {_FINITE:g}; cuDNN runs this layer")
+        multiplier, bias, epilogue = epilogue_constants(self.name, layer, host_m, host_b)
         kernel = get_kernel(SOURCE, _expression(self.config), _ALL)
         most = self._smem_bytes(1)
         if most > _SMEM_DEFAULT_LIMIT:         # one function serves every layer: opt in to the config's most
             kernel.max_dynamic_shared_size_bytes = most
         smem_bytes = self._smem_bytes(r * s * c // _CHANNEL_STEP)
-        blocks = _resident_blocks(kernel, self.threads, smem_bytes)
-        cp = cupy()
-        multiplier = cp.asarray(host_m)
-        bias = cp.asarray(np.zeros(k, np.float32) if host_b is None else host_b)
-        epilogue = (residual_scale, *int8_clamp(layer))
+        blocks = resident_blocks(kernel, self.threads, smem_bytes)
         rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(k, r * s * c))
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
-        return _State(layer, kernel, cp.asarray(rows), multiplier, bias, cw, smem_bytes, blocks, epilogue)
+        return _State(layer, kernel, cupy().asarray(rows), multiplier, bias, cw, smem_bytes, blocks, epilogue)
 
     def _smem_bytes(self, steps: int) -> int:
         """The residual/output tiles, then the ring (kernels/qconv_igemm.cu, out_tiles); `steps`: ring
@@ -146,19 +129,10 @@ class QConv1x1(CudaTactic):
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
         layer = state.layer
         x, y = inputs[0], outputs[0]
-        z = inputs[4] if len(inputs) > 4 and len(layer.inputs) > 4 and layer.inputs[4] else None
-        if x.dtype != np.int8 or y.dtype != np.int8:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: input {layer.inputs[0]!r} is {x.dtype}, output "
-                             f"{layer.outputs[0]!r} {y.dtype}; this kernel is int8 in and out")
+        z = residual_input(layer, inputs)
+        check_int8_arrays(self.name, layer, x, z, y)
         geo = geometry(layer, state.weights, x.shape, state.geos)
         check_output(layer, geo, y, self.name)
-        if z is not None and (z.shape != y.shape or z.dtype != np.int8):
-            raise ValueError(f"{self.name}: layer {layer.name!r}: residual {layer.inputs[4]!r} is {z.dtype}"
-                             f"{tuple(z.shape)}, expected int8 {tuple(y.shape)}")
-        for what, array in (("input", x), ("residual", z), ("output", y)):
-            if array is not None and (not array.flags.c_contiguous or array.data.ptr % _ALIGN):
-                raise ValueError(f"{self.name}: layer {layer.name!r}: {what} must be C-contiguous NHWC, "
-                                 f"{_ALIGN}-byte aligned")
         m = geo.n * geo.p * geo.q
         if m == 0:
             return outputs
@@ -185,14 +159,6 @@ class QConvTaps(QConv1x1):
     def _check_taps(self, layer: Layer, w: np.ndarray) -> None:
         if w.shape[2:] == (1, 1):
             raise ValueError(f"{self.name}: layer {layer.name!r}: a 1x1 weight; kernels.qconv1x1_* take those")
-
-
-def _resident_blocks(kernel, threads: int, smem_bytes: int) -> int:
-    """Blocks of this kernel the whole GPU holds at once (the CUDA occupancy calculator)."""
-    from cupy_backends.cuda.api import driver    # cupy's own package: present wherever a kernel is
-    cp = cupy()
-    per_sm = driver.occupancyMaxActiveBlocksPerMultiprocessor(kernel.kernel.ptr, threads, smem_bytes)
-    return max(1, per_sm) * cp.cuda.Device().attributes["MultiProcessorCount"]
 
 
 for _config in CONFIGS:
