@@ -37,6 +37,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch float32 reference")
     parser.add_argument("--no-warm-build", action="store_true", help="build each engine once (saves minutes)")
+    parser.add_argument("--profile-rows", type=int, default=15, help="layers kept in each engine's profile")
     parser.add_argument("--revision", default=None)
     parser.add_argument("--out", default="bench/results/resnet50_int8_b256.json")
     args = parser.parse_args(argv)
@@ -59,7 +60,7 @@ def main(argv=None) -> dict:
                 "calibrator": args.calibrator,
                 "calibration_images": args.calibration_batches * args.calibration_batch_size})
     common = dict(backend=args.backend, batch=args.batch, builder_level=2, warmup=args.warmup, iters=args.iters,
-                  warm_build=not args.no_warm_build)
+                  warm_build=not args.no_warm_build, profile_rows=args.profile_rows)
     outputs = {}
     for precision, extra in (("int8", {"calibration_data": calibration, "calibrator": args.calibrator,
                                        "calibration_cache": str(work / "resnet50.calib.json")}), ("fp16", {})):

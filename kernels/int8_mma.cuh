@@ -26,15 +26,14 @@ __device__ __forceinline__ void mma_16832_first(int* c, const unsigned* a, const
 // integer uses the 1.5 * 2^23 trick: MAGIC + v rounds v half to even as rintf (|v| <= 2^22), and
 // the low byte of its bits is that integer in two's complement.
 constexpr float MAGIC = 12582912.f;
-constexpr int MAGIC_BITS = 0x4B400000;
 
-// the two int8 values of a 16-bit pair as exact floats: byte_perm puts each byte, its sign bit
-// flipped (z + 128, 0..255), under MAGIC's upper bytes, which is the float MAGIC + 128 + z
+// the two int8 values of a 16-bit pair as exact floats: prmt with a selector nibble's msb set
+// replicates the byte's sign, so each byte comes out sign-extended (one instruction), then I2FP
 __device__ __forceinline__ float2 int8_pair_to_float(unsigned pair) {
-    const unsigned flipped = pair ^ 0x8080u;
-    const float v0 = __int_as_float(__byte_perm(flipped, MAGIC_BITS, 0x7650));
-    const float v1 = __int_as_float(__byte_perm(flipped, MAGIC_BITS, 0x7651));
-    return make_float2(__fsub_rn(v0, MAGIC + 128.f), __fsub_rn(v1, MAGIC + 128.f));
+    int z0, z1;
+    asm("prmt.b32 %0, %1, 0, 0x8880;" : "=r"(z0) : "r"(pair));
+    asm("prmt.b32 %0, %1, 0, 0x9991;" : "=r"(z1) : "r"(pair));
+    return make_float2(__int2float_rn(z0), __int2float_rn(z1));
 }
 
 // rint(clamp(v, lo, hi)) as int8 bytes, two of them packed in 16 bits; lo <= hi within [-128, 127]

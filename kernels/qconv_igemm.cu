@@ -62,6 +62,9 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
     constexpr int LDO = BN + 16;                     // output tile row: fragment writes spread over banks
     constexpr int ROW_CHUNKS = BK / 16, OUT_CHUNKS = BN / 16;
     constexpr int A_LOADS = BM * ROW_CHUNKS / THREADS, B_LOADS = BN * ROW_CHUNKS / THREADS;
+    // residual and output tiles move in passes of OUT_ROWS rows, each thread one 16-byte chunk a pass
+    constexpr int OUT_ROWS = THREADS / OUT_CHUNKS, OUT_PASSES = BM / OUT_ROWS;
+    static_assert(OUT_ROWS * OUT_CHUNKS == THREADS && OUT_PASSES * OUT_ROWS == BM, "even output passes");
     static_assert(TM % 16 == 0 && TN % 16 == 0, "a warp tile is whole m16 x (2 x n8) pieces");
     static_assert(STAGES >= 2, "a ring of two stages at least");
     static_assert(A_LOADS * THREADS == BM * ROW_CHUNKS && B_LOADS * THREADS == BN * ROW_CHUNKS, "even tile loads");
@@ -78,6 +81,10 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
     const int n_tiles = N / BN, tiles = (M + BM - 1) / BM * n_tiles;
     const int my_tiles = (int)blockIdx.x < tiles ? (tiles - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x : 0;
     const int steps = my_tiles * KT;
+    // a pixel of A is the output pixel's own input pixel (m itself) only for unstrided, unpadded 1x1
+    const bool gathered = stride_h != 1 || stride_w != 1 || R != 1 || S != 1 || pad_top != 0 || pad_left != 0;
+    const int out_row = tid / OUT_CHUNKS, out_col = (tid % OUT_CHUNKS) * 16;   // this thread's chunk a pass
+    const size_t out_pass = (size_t)OUT_ROWS * N;                              // bytes a pass advances
 
     // The copy cursor: the (tile, tap, channel step) issue() copies next. It advances one step a call,
     // so the only divisions are the ones that place a new tile's rows: the per-step divisions they
@@ -92,6 +99,12 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
 #pragma unroll
         for (int i = 0; i < A_LOADS; ++i) {
             const int m = i_m0 + (tid + i * THREADS) / ROW_CHUNKS;
+            if (!gathered) {                         // the pixel is m: no divisions (a third of the
+                a_h[i] = m < M ? 0 : -(1 << 30);     // instructions outside the epilogue, ncu)
+                a_w[i] = 0;
+                a_pixel[i] = X + (size_t)m * C;
+                continue;
+            }
             const int n = m / (P * Q), pq = m - n * (P * Q), p = pq / Q, q = pq - p * Q;
             a_h[i] = p * stride_h - pad_top;
             a_w[i] = q * stride_w - pad_left;
@@ -122,11 +135,13 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
             cp_async16(smem_u32(dB + row * LDS + col), Wt + (size_t)(i_n0 + row) * row_len + k_offset + col, 16);
         }
         if (Z && i_kt == 0) {
-            signed char* dO = sO + i_ot * BM * LDO;
-            for (int i = tid; i < BM * OUT_CHUNKS; i += THREADS) {
-                const int row = i / OUT_CHUNKS, col = (i % OUT_CHUNKS) * 16;
-                const bool ok = i_m0 + row < M;
-                cp_async16(smem_u32(dO + row * LDO + col), ok ? Z + (size_t)(i_m0 + row) * N + i_n0 + col : Z, ok ? 16 : 0);
+            const unsigned dO = smem_u32(sO + i_ot * BM * LDO + out_row * LDO + out_col);
+            const signed char* src = Z + (size_t)(i_m0 + out_row) * N + i_n0 + out_col;
+            const int rows_left = M - i_m0 - out_row;
+#pragma unroll
+            for (int k = 0; k < OUT_PASSES; ++k) {
+                const bool ok = k * OUT_ROWS < rows_left;
+                cp_async16(dO + k * OUT_ROWS * LDO, ok ? src + k * out_pass : Z, ok ? 16 : 0);
             }
         }
         if ((i_c0 += BK) == C) {                     // next tap, (r, s) in row-major order
@@ -200,12 +215,13 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
                 }
             });
             __syncthreads();
-            for (int i = tid; i < BM * OUT_CHUNKS; i += THREADS) {
-                const int row = i / OUT_CHUNKS, col = (i % OUT_CHUNKS) * 16;
-                if (m0 + row < M)
-                    *reinterpret_cast<int4*>(Y + (size_t)(m0 + row) * N + n0 + col) =
-                        *reinterpret_cast<const int4*>(tO + row * LDO + col);
-            }
+            signed char* dst = Y + (size_t)(m0 + out_row) * N + n0 + out_col;
+            const signed char* src = tO + out_row * LDO + out_col;
+            const int rows_left = M - m0 - out_row;
+#pragma unroll
+            for (int k = 0; k < OUT_PASSES; ++k)
+                if (k * OUT_ROWS < rows_left)
+                    *reinterpret_cast<int4*>(dst + k * out_pass) = *reinterpret_cast<const int4*>(src + k * OUT_ROWS * LDO);
         }
         if (++kt == KT) {
             kt = 0;
