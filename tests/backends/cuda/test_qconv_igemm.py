@@ -61,10 +61,10 @@ def test_registered():
     assert [t.name for t in _tactics()] == [f"kernels.qconv1x1_{tile}" for tile in _TILES]
 
 
-@pytest.mark.parametrize("c", [64, 128])
+@pytest.mark.parametrize("c", [64, 128, 256])
 @pytest.mark.parametrize("k", [256, 512])
 def test_channels_and_partial_tiles(cp, tactic, c, k):
-    """M = 3*17*13 = 663 rows: no tile size divides it; C = 128 runs two steps through the ring."""
+    """M = 3*17*13 = 663 rows: no tile size divides it; C = 128 and 256 run two and four steps through the ring."""
     layer, weights, inputs = case(3, 17, 13, c, k, seed=c + k)
     assert tactic.supports(layer, "int8")
     assert_equal_to_emulation(tactic, layer, weights, inputs)
@@ -80,7 +80,7 @@ def test_few_persistent_blocks_take_many_tiles(cp, tactic, monkeypatch, c, strid
     assert_equal_to_emulation(tactic, layer, weights, inputs)
 
 
-@pytest.mark.parametrize("c,residual", [(256, True), (256, False)])
+@pytest.mark.parametrize("c,residual", [(512, True), (512, False)])
 def test_prepare_leaves_wide_layers_to_cudnn(cp, c, residual):
     layer, weights, _ = case(1, 4, 4, c, 128, residual=residual)
     with pytest.raises(ValueError, match="qconv_test.*cuDNN.*faster"):
@@ -135,7 +135,7 @@ def test_prepare_refuses_non_finite_parameters(cp, what):
 def test_prepare_refuses_channel_counts(cp):
     tactic = _tactics()[0]
     assert tactic.bn == 128
-    for c, k, why in ((32, 128, "multiple of"), (64, 192, "multiple of"), (192, 128, "cuDNN.*faster")):
+    for c, k, why in ((32, 128, "multiple of"), (64, 192, "multiple of"), (320, 128, "cuDNN.*faster")):
         layer, weights, _ = case(1, 4, 4, c, k)
         assert tactic.supports(layer, "int8")            # channel counts are the weight's: prepare checks them
         with pytest.raises(ValueError, match=f"qconv_test.*{why}"):

@@ -7,18 +7,18 @@ Two families of tactics share the kernel:
   - kernels.qconv1x1_<BM>x<BN>: 1x1 convolutions (any stride, no padding). They are memory bound, and
     cuDNN's int8 1x1 convolutions with a residual move about 1.2 TB/s on the H100. This kernel
     prefetches the residual with the operands, keeps persistent blocks streaming tiles through one
-    cp.async ring and stores through a shared-memory tile in 16-byte rows. Measured
-    (bench/results/probe_qconv_tactics.json): it beats cuDNN on the 64- and 128-channel residual
-    layers (ResNet-50 layer1/2 conv3) and loses on wider ones; its limit is the per-output float
-    epilogue's instructions, not DRAM.
-  - kernels.qconv_igemm_<BM>x<BN>: any other taps and padding (3x3 and the like): A's rows gather the
-    input pixel under each tap, zeros in the padding. Correct, but not yet fast: on ResNet-50's 3x3
-    layers (H100, b256) it took 0.375 ms against cuDNN's 0.172 (layer1 conv2) and 0.235 against
-    0.057 (layer2 conv2), so the autotuner keeps cuDNN. A 4-stage ring was no faster (0.388 and
-    0.33 ms), so the limit is not the prefetch depth; the per-step gather (two divisions a row) and
-    the re-reads of the input through L2 (9 to 18 steps a tile) are the suspects, not yet profiled.
+    cp.async ring and stores through a shared-memory tile in 16-byte rows. Measured (H100, b256,
+    bench/probe_qconv_tactics.py): it beats cuDNN on the residual layers of 64 to 256 channels
+    (ResNet-50 layer1 conv3 0.215 against 0.374 ms, layer2 0.131 against 0.19, layer3 0.096 against
+    0.099) and the 64-channel downsample, and loses on wider ones; its limit is instruction issue
+    (ncu: half the instructions are the per-output float epilogue), not DRAM.
+  - kernels.qconv_igemm_<BM>x<BN>: any other taps and padding: A's rows gather the input pixel under
+    each tap (a copy cursor, no per-step divisions), zeros in the padding. Slower than cuDNN on
+    ResNet-50's 3x3 layers (H100, b256: 0.214 against 0.17 ms on layer1 conv2, 0.15 against 0.057 on
+    layer2): each tap is a ring step that re-reads its input through L2. kernels.qconv_rows_* stage
+    the rows once instead, for 64 channels.
 The autotuner picks per layer. Scope (`supports` / `prepare` say no otherwise, and cuDNN runs the
-layer): group 1, no dilation, int8 output, int8 residual, 64 or 128 input channels, K a multiple of
+layer): group 1, no dilation, int8 output, int8 residual, 64 to 256 input channels (a multiple of 64), K a multiple of
 the tile's BN, activations "", Relu, Clip and LeakyRelu, finite parameters.
 """
 from __future__ import annotations
@@ -46,9 +46,10 @@ SOURCE = "qconv_igemm.cu"
 # (3 and 4 stages) measured slower on every layer
 CONFIGS = ((64, 128, 2, 4, 2, 3), (128, 128, 2, 4, 2, 2), (128, 64, 4, 2, 2, 3))
 # Above this many input channels cuDNN's int8 kernels were faster on every ResNet-50 layer, with a
-# residual too (layer3/4 conv3: 0.099 and 0.053 ms against 0.115 and 0.094 for the best of ours, H100;
-# bench/probe_qconv_tactics.py): the tactic steps aside rather than cost build time.
-_MOST_CHANNELS = 128
+# residual too (layer4 conv3, 512 channels: 0.053 ms against 0.080 for the best of ours; layer3 conv3,
+# 256: ours 0.096 against 0.099; H100, bench/probe_qconv_tactics.py): the longer the channel loop,
+# the more the two-stage ring waits. The tactic steps aside there rather than cost build time.
+_MOST_CHANNELS = 256
 _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in the kernel)
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
 
