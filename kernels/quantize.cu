@@ -31,6 +31,16 @@ __device__ __forceinline__ long long wb_channel(long long i, long long inner, in
 // rounded float16 quotient: 24 >= 2 * 11 + 2 bits). The integer zero point is added to the rounded
 // integer exactly (|q| < 2^24; anything larger saturates either way). NaN gives 0, as the oracle's
 // nan_to_num before its clip; +-inf saturate.
+template <typename TQ>
+__device__ __forceinline__ TQ wb_quantize(float v, float scale, float zero_point, int half_math) {
+    if (half_math) v = wb_round_half(v);
+    float q = __fdiv_rn(v, scale);
+    if (half_math) q = wb_round_half(q);
+    q = __fadd_rn(rintf(q), zero_point);
+    q = q != q ? 0.f : fminf(fmaxf(q, WbRange<TQ>::lo()), WbRange<TQ>::hi());
+    return static_cast<TQ>(q);
+}
+
 template <typename TX, typename TS, typename TQ>
 __global__ void quantize_linear(const TX* __restrict__ x, const TS* __restrict__ scale,
                                 const TQ* __restrict__ zero_point, TQ* __restrict__ y, long long total,
@@ -38,13 +48,29 @@ __global__ void quantize_linear(const TX* __restrict__ x, const TS* __restrict__
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const long long c = wb_channel(i, inner, channels);
-        float v = wb_float(x[i]);
-        if (half_math) v = wb_round_half(v);
-        float q = __fdiv_rn(v, wb_float(scale[c * scale_step]));
-        if (half_math) q = wb_round_half(q);
-        q = __fadd_rn(rintf(q), wb_float(zero_point[c * zp_step]));
-        q = q != q ? 0.f : fminf(fmaxf(q, WbRange<TQ>::lo()), WbRange<TQ>::hi());
-        y[i] = static_cast<TQ>(q);
+        y[i] = wb_quantize<TQ>(wb_float(x[i]), wb_float(scale[c * scale_step]), wb_float(zero_point[c * zp_step]),
+                               half_math);
+    }
+}
+
+template <typename T>
+struct alignas(4 * sizeof(T)) WbVec4 { T v[4]; };
+
+// The per-tensor form four elements a thread: one vector load and one 4-byte store (the scalar
+// loop moved ResNet-50's b256 input, fp32 -> int8, at ~1.9 TB/s on the H100). `groups` = total / 4;
+// x and y aligned to 4 elements (the tactic checks).
+template <typename TX, typename TS, typename TQ>
+__global__ void quantize_linear_x4(const TX* __restrict__ x, const TS* __restrict__ scale,
+                                   const TQ* __restrict__ zero_point, TQ* __restrict__ y, long long groups,
+                                   int half_math) {
+    const float s = wb_float(scale[0]), zp = wb_float(zero_point[0]);
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < groups;
+         i += (long long)gridDim.x * blockDim.x) {
+        const WbVec4<TX> v = reinterpret_cast<const WbVec4<TX>*>(x)[i];
+        WbVec4<TQ> q;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) q.v[k] = wb_quantize<TQ>(wb_float(v.v[k]), s, zp, half_math);
+        reinterpret_cast<WbVec4<TQ>*>(y)[i] = q;
     }
 }
 

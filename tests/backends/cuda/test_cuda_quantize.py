@@ -1,7 +1,8 @@
 """kernels.quantize_linear and kernels.dequantize_linear against the CPU oracle, bit for bit:
 .5 ties, saturation, NaN and infinities, per-axis parameters (NCHW and NHWC storage), uint8 with a
 zero point, an omitted zero point, float16 inputs / scales / outputs, int32 DequantizeLinear, and
-scales passed as activations rather than constants."""
+scales passed as activations rather than constants; per-tensor layers in both kernel forms (four
+elements a thread, and one)."""
 import numpy as np
 import pytest
 from gpu_checks import cp, run_tactic  # noqa: F401
@@ -80,6 +81,18 @@ def test_quantize_ties_saturation_nan(cp, zero):
     ties = np.arange(-600, 601, dtype=np.float32) * np.float32(0.25)
     x = np.concatenate([ties, _specials(np.float32)]).reshape(1, -1)
     _quantize(x, np.float32(0.5), zero)
+
+
+@gpu
+@pytest.mark.parametrize("x_dtype,scale_dtype", [(np.float32, np.float32), (np.float16, np.float16)])
+@pytest.mark.parametrize("size", [1208, 1209], ids=["four_a_thread", "one_a_thread"])
+def test_quantize_per_tensor_forms(cp, x_dtype, scale_dtype, size):
+    """A per-tensor layer of a multiple of 4 elements runs the four-a-thread kernel, any other the
+    scalar one: ties, saturation and specials are equal to the oracle in both."""
+    ties = np.arange(-600, 601, dtype=np.float32) * np.float32(0.25)
+    x = np.concatenate([ties, _specials(np.float16)])[:size].astype(x_dtype).reshape(1, -1)
+    _quantize(x, scale_dtype(0.5), np.int8(-3))
+    _quantize(x, scale_dtype(0.0371), np.uint8(100))
 
 
 @gpu

@@ -31,7 +31,8 @@ _FLOATS = {"float32": "float", "float16": "__half"}
 _QUANTIZED = {"int8": "signed char", "uint8": "unsigned char"}
 _DEQUANTIZED = {**_QUANTIZED, "int32": "int"}
 _INSTANCES = tuple(
-    [f"quantize_linear<{x},{s},{q}>" for x in _FLOATS.values() for s in _FLOATS.values() for q in _QUANTIZED.values()]
+    [f"quantize_linear{form}<{x},{s},{q}>" for form in ("", "_x4") for x in _FLOATS.values() for s in _FLOATS.values()
+     for q in _QUANTIZED.values()]
     + [f"dequantize_linear<{q},{s},{y}>" for q in _DEQUANTIZED.values() for s in _FLOATS.values()
        for y in _FLOATS.values()])
 _THREADS = 256
@@ -106,6 +107,7 @@ class _QdqTactic(CudaTactic):
     x_types: dict
     out_types: dict
     quantizes: bool             # the output is the quantized side (its dtype is the zero point's)
+    vector_template = ""        # a per-tensor form taking 4 elements a thread, if the kernel file has one
 
     def prepare(self, layer: Layer, weights: dict[str, Any]) -> _State:
         return _State(layer, upload_weights(layer, weights), cupy().zeros(1, np.int32))
@@ -121,11 +123,17 @@ class _QdqTactic(CudaTactic):
                  _ctype(layer, out, self.out_types, "the output"))
         quantized, what = (out, "the output") if self.quantizes else (x, "input x")
         zero_point = _zero_point(state, zero_point, quantized.dtype, what)
-        if x.size:
-            kernel = get_kernel(_SOURCE, f"{self.template}<{','.join(types)}>", _INSTANCES)
-            kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
-                                                *_per_axis(layer, x, scale, zero_point),
-                                                *self._extra_args(layer, scale)))
+        if not x.size:
+            return outputs
+        if self.vector_template and scale.size == 1 and zero_point.size == 1 and x.size % 4 == 0 \
+                and x.data.ptr % (4 * x.itemsize) == 0 and out.data.ptr % (4 * out.itemsize) == 0:
+            kernel = get_kernel(_SOURCE, f"{self.vector_template}<{','.join(types)}>", _INSTANCES)
+            kernel(_grid(x.size // 4), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size // 4),
+                                                     *self._extra_args(layer, scale)))
+            return outputs
+        kernel = get_kernel(_SOURCE, f"{self.template}<{','.join(types)}>", _INSTANCES)
+        kernel(_grid(x.size), (_THREADS,), (x, scale, zero_point, out, np.int64(x.size),
+                                            *_per_axis(layer, x, scale, zero_point), *self._extra_args(layer, scale)))
         return outputs
 
     def _extra_args(self, layer: Layer, scale) -> tuple:
@@ -136,6 +144,7 @@ class QuantizeKernel(_QdqTactic):
     """`kernels.quantize_linear`: y = saturate(round_half_even(x / scale) + zero_point), int8 / uint8."""
     name = "kernels.quantize_linear"
     template, x_types, out_types, quantizes = "quantize_linear", _FLOATS, _QUANTIZED, True
+    vector_template = "quantize_linear_x4"
 
     def supports(self, layer: Layer, precision: str) -> bool:
         if precision == "bf16" or layer.attrs.get("precision", 0) not in (0, TensorProto.FLOAT):
