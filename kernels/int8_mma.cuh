@@ -84,4 +84,30 @@ __device__ __forceinline__ void requantize_pair(unsigned short* o, const int* a,
     *o = int8_pair(v0, v1, q.lo, q.hi);
 }
 
+// A warp's MI x NI accumulator fragments (m16 x n8 each) through the epilogue into an output tile in
+// shared memory, `ld` bytes a row: fragment (mi, ni) lands on rows row0 + 16 mi .. and columns
+// col0 + 8 ni .. of the tile, whose column j is channel j of `mult` and `bias` (offset to the tile's
+// first channel by the caller). With a residual the tile holds Z's bytes on entry.
+template <int MI, int NI>
+__device__ __forceinline__ void requantize_fragments(const int (&acc)[MI][NI][4], signed char* tile, int ld, int row0,
+                                                     int col0, const float* mult, const float* bias, const Requant& q,
+                                                     bool residual, bool leaky, int lane) {
+    const int g = lane >> 2, t = lane & 3;
+    with_epilogue_flags(residual, leaky, [&](auto z, auto lk) {
+#pragma unroll
+        for (int ni = 0; ni < NI; ++ni) {
+            const int col = col0 + ni * 8 + 2 * t;
+            const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
+            const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + col));
+#pragma unroll
+            for (int mi = 0; mi < MI; ++mi)
+#pragma unroll
+                for (int h = 0; h < 2; ++h)
+                    requantize_pair<decltype(z)::value, decltype(lk)::value>(
+                        reinterpret_cast<unsigned short*>(tile + (row0 + mi * 16 + g + 8 * h) * ld + col),
+                        &acc[mi][ni][2 * h], mv, bv, q);
+        }
+    });
+}
+
 }  // namespace wb_int8

@@ -164,7 +164,6 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
         if (s < steps) issue(s);                     // step s into slot s
         cp_async_commit();
     }
-    const int g = lane >> 2, t = lane & 3;
     int kt = 0, ot = 0, tile = blockIdx.x;           // the step computed: its k step, output tile, tile
     for (int s = 0; s < steps; ++s) {
         if (s + STAGES - 1 < steps) issue((s + STAGES - 1) % STAGES);   // the slot step s - 1 used
@@ -199,21 +198,8 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
             const int mt = tile / n_tiles, m0 = mt * BM, n0 = (tile - mt * n_tiles) * BN;
             signed char* tO = sO + ot * BM * LDO;
             const Requant rq{zscale, alpha, lo, hi};
-            with_epilogue_flags(Z != nullptr, leaky != 0, [&](auto residual, auto leaky_relu) {
-#pragma unroll
-                for (int ni = 0; ni < NI; ++ni) {
-                    const int col = wn * TN + ni * 8 + 2 * t;
-                    const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + n0 + col));
-                    const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + n0 + col));
-#pragma unroll
-                    for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-                        for (int h = 0; h < 2; ++h)
-                            requantize_pair<decltype(residual)::value, decltype(leaky_relu)::value>(
-                                reinterpret_cast<unsigned short*>(tO + (wm * TM + mi * 16 + g + 8 * h) * LDO + col),
-                                &acc[mi][ni][2 * h], mv, bv, rq);
-                }
-            });
+            requantize_fragments(acc, tO, LDO, wm * TM, wn * TN, mult + n0, bias + n0, rq, Z != nullptr, leaky != 0,
+                                 lane);
             __syncthreads();
             signed char* dst = Y + (size_t)(m0 + out_row) * N + n0 + out_col;
             const signed char* src = tO + out_row * LDO + out_col;

@@ -97,7 +97,6 @@ qconv_rows(const signed char* __restrict__ X, const signed char* __restrict__ Wt
     const int b_row = ((lane >> 4) << 3) + (lane & 7);
     const unsigned b_base[2] = {smem_u32(sW + swizzled(b_row, (lane >> 3) & 1)),
                                 smem_u32(sW + swizzled(b_row, 2 + ((lane >> 3) & 1)))};
-    const int g = lane >> 2, t = lane & 3;
     const Requant rq{zscale, alpha, lo, hi};
 
     int buf = 0;
@@ -141,29 +140,14 @@ qconv_rows(const signed char* __restrict__ X, const signed char* __restrict__ Wt
                         }
                 }
 
-        signed char* tO = sO;
-        with_epilogue_flags(Z != nullptr, leaky != 0, [&](auto residual, auto leaky_relu) {
-#pragma unroll
-            for (int ni = 0; ni < NI; ++ni) {
-                const int col = ni * 8 + 2 * t;
-                const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + n0 + col));
-                const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + n0 + col));
-#pragma unroll
-                for (int mi = 0; mi < MI; ++mi)
-#pragma unroll
-                    for (int h = 0; h < 2; ++h)
-                        requantize_pair<decltype(residual)::value, decltype(leaky_relu)::value>(
-                            reinterpret_cast<unsigned short*>(tO + (warp * 32 + mi * 16 + g + 8 * h) * LDO + col),
-                            &acc[mi][ni][2 * h], mv, bv, rq);
-            }
-        });
+        requantize_fragments(acc, sO, LDO, warp * 32, 0, mult + n0, bias + n0, rq, Z != nullptr, leaky != 0, lane);
         __syncthreads();
         const Place at = place(tile);
         for (int i = tid; i < PIX * 4; i += THREADS) {
             const int pix = i >> 2, p = at.p0 + pix / TQ, q = at.q0 + pix % TQ;
             if (p < P && q < Q)
                 *reinterpret_cast<int4*>(Y + (((size_t)at.image * P + p) * Q + q) * K + n0 + (i & 3) * 16) =
-                    *reinterpret_cast<const int4*>(tO + pix * LDO + (i & 3) * 16);
+                    *reinterpret_cast<const int4*>(sO + pix * LDO + (i & 3) * 16);
         }
         if (Z && next < tiles) {                     // the next tile's residual, once this one is stored
             __syncthreads();

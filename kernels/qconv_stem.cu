@@ -80,7 +80,7 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
     signed char* tO = sO + warp * 16 * LDO;
     for (int tile = warp; tile < TR * tiles_per_row; tile += wb_stem::WARPS) {
         const int pr = tile / tiles_per_row, qb = (tile - pr * tiles_per_row) * 16;
-        int acc[NT][4];                             // set by filter row 0's MMAs
+        int acc[1][NT][4];                          // one m16 fragment row; set by filter row 0's MMAs
         // byte offsets of the windows of pixels g and g + 8 in a staged row
         const int off_lo = first + (qb + g) * stride_w * C, off_hi = off_lo + 8 * stride_w * C;
         const int sh_lo = (off_lo & 3) * 8, sh_hi = (off_hi & 3) * 8;
@@ -99,23 +99,11 @@ qconv_stem(const signed char* __restrict__ X, const uint2* __restrict__ Wf, cons
             for (int j = 0; j < NT; ++j) {
                 const uint2 bw = wr[j * 32];
                 const unsigned b[2] = {bw.x, bw.y};
-                if (r == 0) mma_16832_first(acc[j], a, b);
-                else mma_16832(acc[j], a, b);
+                if (r == 0) mma_16832_first(acc[0][j], a, b);
+                else mma_16832(acc[0][j], a, b);
             }
         }
-        const Requant rq{0.f, alpha, lo, hi};
-        with_epilogue_flags(false, leaky != 0, [&](auto residual, auto leaky_relu) {
-#pragma unroll
-            for (int j = 0; j < NT; ++j) {
-                const int col = j * 8 + 2 * t;
-                const float2 mv = __ldg(reinterpret_cast<const float2*>(mult + col));
-                const float2 bv = __ldg(reinterpret_cast<const float2*>(bias + col));
-#pragma unroll
-                for (int h = 0; h < 2; ++h)
-                    requantize_pair<decltype(residual)::value, decltype(leaky_relu)::value>(
-                        reinterpret_cast<unsigned short*>(tO + (g + 8 * h) * LDO + col), &acc[j][2 * h], mv, bv, rq);
-            }
-        });
+        requantize_fragments(acc, tO, LDO, 0, 0, mult, bias, Requant{0.f, alpha, lo, hi}, false, leaky != 0, lane);
         __syncwarp();
         const int p = p0 + pr;
         constexpr int PIXEL_CHUNKS = K / 16;

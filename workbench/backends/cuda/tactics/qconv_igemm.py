@@ -34,9 +34,9 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import ConvWeights, check_output, geometry, qconv_constants
-from workbench.backends.cuda.tactics.qconv_int8 import (check_int8_arrays, epilogue_constants, residual_input,
-                                                        resident_blocks, takes_int8_layer)
+from workbench.backends.cuda.tactics.conv_spec import ConvWeights, qconv_constants
+from workbench.backends.cuda.tactics.qconv_int8 import (epilogue_constants, resident_blocks, run_arrays,
+                                                        takes_int8_layer)
 
 __all__ = ["QConv1x1", "QConvTaps", "CONFIGS"]
 
@@ -128,12 +128,7 @@ class QConv1x1(CudaTactic):
         return out_tiles * self.bm * (self.bn + 16) + self.stages * (self.bm + self.bn) * (_CHANNEL_STEP + 16)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer = state.layer
-        x, y = inputs[0], outputs[0]
-        z = residual_input(layer, inputs)
-        check_int8_arrays(self.name, layer, x, z, y)
-        geo = geometry(layer, state.weights, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        x, z, y, geo = run_arrays(self.name, state, inputs, outputs)
         m = geo.n * geo.p * geo.q
         if m == 0:
             return outputs

@@ -11,9 +11,9 @@ from onnx import TensorProto
 from workbench.backends.base import Layer
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
-from workbench.backends.cuda.tactics.conv_spec import is_conv2d_nhwc
+from workbench.backends.cuda.tactics.conv_spec import check_output, geometry, is_conv2d_nhwc
 
-__all__ = ["takes_int8_layer", "epilogue_constants", "residual_input", "check_int8_arrays", "resident_blocks"]
+__all__ = ["takes_int8_layer", "epilogue_constants", "run_arrays", "resident_blocks"]
 
 _FINITE = 1e30                           # |multiplier|, |bias|, |residual scale| below this: no inf, no NaN
 _ALIGN = 16                              # the kernels move 16-byte chunks
@@ -42,12 +42,20 @@ def epilogue_constants(tactic: str, layer: Layer, host_m: np.ndarray, host_b: np
     return cp.asarray(host_m), cp.asarray(bias), (residual_scale, *int8_clamp(layer))
 
 
-def residual_input(layer: Layer, inputs: Sequence[Any]):
-    """The layer's residual array (input 4), or None."""
-    return inputs[4] if len(inputs) > 4 and len(layer.inputs) > 4 and layer.inputs[4] else None
+def run_arrays(tactic: str, state: Any, inputs: Sequence[Any], outputs: Sequence[Any]) -> tuple:
+    """(x, z, y, geometry) of a run: the input, the residual (input 4) or None, the output, checked
+    (_check_arrays) and the output's shape against the convolution's geometry. `state` has the
+    layer, its ConvWeights (`weights`) and a geometry cache (`geos`)."""
+    layer = state.layer
+    x, y = inputs[0], outputs[0]
+    z = inputs[4] if len(inputs) > 4 and len(layer.inputs) > 4 and layer.inputs[4] else None
+    _check_arrays(tactic, layer, x, z, y)
+    geo = geometry(layer, state.weights, x.shape, state.geos)
+    check_output(layer, geo, y, tactic)
+    return x, z, y, geo
 
 
-def check_int8_arrays(tactic: str, layer: Layer, x, z, y) -> None:
+def _check_arrays(tactic: str, layer: Layer, x, z, y) -> None:
     """int8 input, output and residual (shaped as the output), C-contiguous and 16-byte aligned."""
     if x.dtype != np.int8 or y.dtype != np.int8:
         raise ValueError(f"{tactic}: layer {layer.name!r}: input {layer.inputs[0]!r} is {x.dtype}, output "

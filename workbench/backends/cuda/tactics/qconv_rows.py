@@ -24,9 +24,9 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import ConvWeights, check_output, geometry, qconv_constants
-from workbench.backends.cuda.tactics.qconv_int8 import (check_int8_arrays, epilogue_constants, residual_input,
-                                                        resident_blocks, takes_int8_layer)
+from workbench.backends.cuda.tactics.conv_spec import ConvWeights, qconv_constants
+from workbench.backends.cuda.tactics.qconv_int8 import (epilogue_constants, resident_blocks, run_arrays,
+                                                        takes_int8_layer)
 
 __all__ = ["QConvRows", "TILES"]
 
@@ -88,12 +88,7 @@ class QConvRows(CudaTactic):
         return _State(layer, kernel, cupy().asarray(krsc), multiplier, bias, cw, smem_bytes, blocks, epilogue)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer = state.layer
-        x, y = inputs[0], outputs[0]
-        z = residual_input(layer, inputs)
-        check_int8_arrays(self.name, layer, x, z, y)
-        geo = geometry(layer, state.weights, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        x, z, y, geo = run_arrays(self.name, state, inputs, outputs)
         if geo.rows == 0:
             return outputs
         tiles = geo.n * -(-geo.p // self.tp) * -(-geo.q // self.tq)
