@@ -1,7 +1,14 @@
 """Every cuDNN execution plan for the int8 FusedQConv graph (conv -> * M -> + B (-> + Z * s) -> ReLU -> int8)
 on ResNet-50's layer shapes at batch 256, timed one against another: which of cuDNN's candidates (heuristics
 modes A and B, and the fallback list) is fastest, and where in the list it sits. cudnn.qconv_int8 times only
-the first few of mode A's list; this probe says what that leaves on the table.
+the first few of mode A's list; this probe says what that leaves on the table. On the H100
+(2026-11-21) it left nothing: mode A lists 7 plans (engine 4's knob variants, engine 2, engine 7), mode B
+the same, and the best is among the first four on every shape probed.
+
+`max_diff_vs_first` compares each plan's output with the first timed plan's. In that run every plan
+differed from mode A's first (eng4_k24=3) by up to 127 on every shape: not explained yet. The plans
+cudnn.qconv_int8 chose agree with our bit-exact kernels to 1 (bench/probe_qconv_tactics.py), and its
+tests check the chosen plan against the CPU emulation.
 
     python bench/probe_cudnn_qconv_plans.py [--only layer1.x.conv2] --out bench/results/probe_cudnn_qconv_plans.json
 """
