@@ -7,7 +7,8 @@ shared memory once a tile (kernels/qconv_rows.cu), bit-exact with the CPU emulat
 
 cuDNN's int8 kernels run ResNet-50's 64-channel 3x3 layer slower than its 128-channel ones with the
 same arithmetic (0.18 against 0.057 ms at batch 256 on the H100), and kernels.qconv_igemm_* gathers
-each tap from L2 (0.22 ms). A tile is TP x TQ output pixels; the autotuner picks the tile per layer.
+each tap from L2 (0.21 ms); this kernel runs it in 0.102 ms (bench/results/probe_qconv_tactics.json).
+A tile is TP x TQ output pixels; the autotuner picks the tile per layer.
 Scope (`supports` / `prepare` say no otherwise): 64 input channels, output channels a multiple of 64,
 3x3 taps, stride 1, explicit padding, group 1, no dilation, int8 output and residual.
 """
