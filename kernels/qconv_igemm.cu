@@ -99,7 +99,7 @@ qconv_igemm(const signed char* __restrict__ X, const signed char* __restrict__ W
 #pragma unroll
         for (int i = 0; i < A_LOADS; ++i) {
             const int m = i_m0 + (tid + i * THREADS) / ROW_CHUNKS;
-            if (!gathered) {                         // the pixel is m: no divisions (a third of the
+            if (!gathered) {                         // the pixel is m: no divisions (a fifth of the
                 a_h[i] = m < M ? 0 : -(1 << 30);     // instructions outside the epilogue, ncu)
                 a_w[i] = 0;
                 a_pixel[i] = X + (size_t)m * C;
