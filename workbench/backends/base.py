@@ -11,7 +11,12 @@ import dataclasses
 import time
 from typing import Any, Protocol, Sequence
 
-__all__ = ["Layer", "Tactic", "Backend", "Timer", "PerfCounterTimer"]
+__all__ = ["Layer", "Tactic", "Backend", "Timer", "PerfCounterTimer", "QUANTIZED_GRIDS"]
+
+# The 8-bit integer types hold quantized activations, not indices or masks: any value on their grid
+# is representative data. [low, high) of the random data the autotuners time them on (int8's grid is
+# symmetric, as the calibrators' scales make it).
+QUANTIZED_GRIDS = {"int8": (-127, 128), "uint8": (0, 256)}
 
 
 @dataclasses.dataclass

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from workbench.backends.base import Layer
+from workbench.backends.base import QUANTIZED_GRIDS, Layer
 from workbench.builder.oracle import check_outputs, oracle_outputs
 from workbench.builder.timing_cache import TimingCache, TimingEntry, layer_signature
 from workbench.errors import BuildError
@@ -214,7 +214,7 @@ def _median_ms(run: Callable, backend, stream, level: int) -> float:
 def _index_like(dtype: np.dtype) -> bool:
     """Integer data whose random values would not be representative (indices, shapes, masks); int8
     and uint8 are quantized activations, any value on their grid is."""
-    return dtype.kind in "biu" and not (dtype.itemsize == 1 and dtype.kind in "iu")
+    return dtype.kind in "biu" and dtype.name not in QUANTIZED_GRIDS
 
 
 def _random_inputs(layer: Layer, weights: dict[str, np.ndarray], specs: TensorSpecs, backend) -> list:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from workbench.backends.base import Layer
+from workbench.backends.base import QUANTIZED_GRIDS, Layer
 from workbench.backends.cpu.tactics import NumpyTactic
 
 __all__ = ["TOLERANCE", "tolerance", "rel_l2", "oracle_outputs", "check_outputs", "to_nchw", "to_nhwc"]
@@ -65,7 +65,7 @@ def check_outputs(layer: Layer, got: Sequence[np.ndarray], want: Sequence[np.nda
         dtype = np.asarray(w).dtype
         # int8 activations of int8 layers are compared as numbers, at int8's tolerance: a float
         # epilogue contracted differently (FMA) may round a value to the neighbouring integer
-        quantized = layer.precision == "int8" and dtype.itemsize == 1
+        quantized = layer.precision == "int8" and dtype.name in QUANTIZED_GRIDS
         if dtype.kind in "biu" and not quantized:
             worst = max(worst, 0.0 if np.array_equal(g, w) else float("inf"))
         else:

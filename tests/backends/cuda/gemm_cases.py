@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpu_checks import prepared
+
 from workbench.backends.base import Layer
 from workbench.builder.oracle import rel_l2
 
@@ -40,10 +42,8 @@ def assert_graph_capturable(tactic, lay: Layer, weights: dict, inputs: list, out
         def malloc_preprocess(self, **kwargs):
             self.calls += 1
 
-    state = tactic.prepare(lay, weights)
-    device_inputs = [None if x is None else cp.asarray(x) for x in inputs]
     out = cp.zeros(out_shape, out_dtype)
-    cp.cuda.Device().synchronize()      # the uploads above ran on the default stream, which `stream` does not wait for
+    state, device_inputs = prepared(tactic, lay, weights, inputs)
     stream = cp.cuda.Stream(non_blocking=True)
     with stream:
         tactic.run(state, device_inputs, [out], stream)            # warm-up: compiles, lazy plans

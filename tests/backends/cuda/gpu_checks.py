@@ -21,15 +21,23 @@ def cp():
     return cupy
 
 
+def prepared(tactic, layer: Layer, weights: dict, inputs: list) -> tuple:
+    """(state, device inputs): `tactic` prepared and `inputs` uploaded, then the device synchronized:
+    prepare's copies and the uploads run on the default stream, which a non-blocking run stream does
+    not wait for (a race that showed with other processes on the GPU); the runtime waits likewise.
+    Allocate default-stream buffers (cupy.zeros) before calling this."""
+    import cupy
+    state = tactic.prepare(layer, weights)
+    device_in = [None if a is None else cupy.asarray(a) for a in inputs]
+    cupy.cuda.Device().synchronize()
+    return state, device_in
+
+
 def run_tactic(tactic, layer: Layer, weights: dict, inputs: list, output_shapes=None, output_dtypes=None):
     """Run `tactic` on `layer` like the runtime does (outputs preallocated, run on a stream twice:
     a warm-up then the checked run) and return host arrays."""
     import cupy
-    state = tactic.prepare(layer, weights)
-    device_in = [None if a is None else cupy.asarray(a) for a in inputs]
-    # prepare's and these uploads ran on the default stream; the non-blocking run stream does not wait
-    # for them (a race that showed with other processes on the GPU), so wait here as the runtime does
-    cupy.cuda.Device().synchronize()
+    state, device_in = prepared(tactic, layer, weights, inputs)
     shapes = output_shapes or layer.output_shapes
     dtypes = output_dtypes or layer.output_dtypes
     stream = cupy.cuda.Stream(non_blocking=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from gpu_checks import prepared
+
 from workbench.backends.base import Layer
 from workbench.builder.oracle import oracle_outputs
 
@@ -14,10 +16,8 @@ def assert_capturable(tactic, layer: Layer, weights: dict, inputs: list) -> None
     want = oracle_outputs(layer, weights, inputs)
     shapes = layer.output_shapes or [w.shape for w in want]
     dtypes = layer.output_dtypes or [w.dtype.name for w in want]
-    state = tactic.prepare(layer, weights)
-    device_in = [None if a is None else cupy.asarray(a) for a in inputs]
     outs = [cupy.zeros(tuple(s), d) for s, d in zip(shapes, dtypes)]
-    cupy.cuda.Device().synchronize()    # the uploads above ran on the default stream, which `stream` does not wait for
+    state, device_in = prepared(tactic, layer, weights, inputs)
     stream = cupy.cuda.Stream(non_blocking=True)
     with stream:
         tactic.run(state, device_in, outs, stream)          # warm-up: compiles, sizes workspaces

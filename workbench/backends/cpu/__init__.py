@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from workbench.backends.base import Layer, PerfCounterTimer, Tactic
+from workbench.backends.base import QUANTIZED_GRIDS, Layer, PerfCounterTimer, Tactic
 from workbench.backends.cpu import ops as _ops  # noqa: F401  (registers the kernels)
 from workbench.backends.cpu.registry import KERNELS, lookup
 from workbench.backends.cpu.tactics import NumpyTactic, SgemmTactic
@@ -69,8 +69,8 @@ class CpuBackend:
         dtype = np.dtype(dtype)
         if dtype.kind == "f":
             return (rng.standard_normal(shape, dtype=np.float32) * 0.5 + 0.1).astype(dtype)
-        if dtype.itemsize == 1 and dtype.kind in "iu":       # quantized activations: the whole grid
-            return rng.integers(*((-127, 128) if dtype.kind == "i" else (0, 256)), shape).astype(dtype)
+        if dtype.name in QUANTIZED_GRIDS:
+            return rng.integers(*QUANTIZED_GRIDS[dtype.name], shape).astype(dtype)
         return rng.integers(0, 2, shape).astype(dtype)
 
     def synchronize(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from workbench.backends.base import Layer
+from workbench.backends.base import QUANTIZED_GRIDS, Layer
 from workbench.backends.cuda.device import cuda_available, cupy, device_info
 from workbench.backends.cuda.tactic import CudaTactic
 
@@ -68,9 +68,8 @@ class CudaBackend:
         dtype = cp.dtype(dtype)
         if dtype.kind == "f":
             return (state.standard_normal(shape, dtype=cp.float32) * 0.5 + 0.1).astype(dtype)
-        if dtype.itemsize == 1 and dtype.kind in "iu":       # quantized activations: the whole grid
-            low, high = (-127, 128) if dtype.kind == "i" else (0, 256)
-            return state.randint(low, high, size=shape).astype(dtype)
+        if dtype.name in QUANTIZED_GRIDS:
+            return state.randint(*QUANTIZED_GRIDS[dtype.name], size=shape).astype(dtype)
         return state.randint(0, 2, size=shape).astype(dtype)
 
     def stream(self):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from workbench.backends.cuda.device import compute_capability, cupy
 
-__all__ = ["KERNELS_DIR", "kernel_source", "get_kernel", "get_module"]
+__all__ = ["KERNELS_DIR", "kernel_source", "get_kernel", "get_module", "instance"]
 
 KERNELS_DIR = Path(__file__).resolve().parents[3] / "kernels"
 
@@ -40,6 +40,12 @@ def _inlined(filename: str, seen: set[str]) -> str:
         return _inlined(name, seen)
 
     return _LOCAL_INCLUDE.sub(header, path.read_text())
+
+
+def instance(template: str, *args) -> str:
+    """The name expression of one template instance, "template<a, b, c>", written one way so that a
+    tactic's own instance and its file's list of all instances (get_kernel) match."""
+    return f"{template}<{', '.join(str(a) for a in args)}>"
 
 
 @functools.lru_cache(maxsize=None)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from workbench.backends.base import Layer
-from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.compile import get_kernel, instance
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
@@ -30,11 +30,7 @@ _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attrib
 _ALIGN = 16
 
 
-def _expression(config) -> str:
-    return "gemm_tc<{}, {}, {}, {}, {}, {}>".format(*config)
-
-
-_ALL = tuple(_expression(c) for c in CONFIGS)
+_ALL = tuple(instance("gemm_tc", *c) for c in CONFIGS)
 
 
 @dataclasses.dataclass
@@ -89,7 +85,7 @@ class TensorCoreGemm(CudaTactic):
                 raise ValueError(f"{self.name}: layer {layer.name!r} adds {c_name!r}; this kernel takes only a "
                                  f"constant bias of N={n} values")
             bias = cp.asarray(np.asarray(c, np.float32).reshape(n) * np.float32(spec.bias_scale))
-        kernel = get_kernel(SOURCE, _expression(self.config), _ALL)
+        kernel = get_kernel(SOURCE, instance("gemm_tc", *self.config), _ALL)
         if self.smem_bytes > _SMEM_DEFAULT_LIMIT:
             kernel.max_dynamic_shared_size_bytes = self.smem_bytes
         return _State(spec, kernel, cp.ascontiguousarray(cp.asarray(weight_t, dtype=cp.float16)), bias, n, k)

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from workbench.backends.base import Layer
-from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.compile import get_kernel, instance
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
@@ -54,11 +54,7 @@ _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in th
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
 
 
-def _expression(config) -> str:
-    return "qconv_igemm<{}, {}, {}, {}, {}, {}>".format(*config)
-
-
-_ALL = tuple(_expression(c) for c in CONFIGS)
+_ALL = tuple(instance("qconv_igemm", *c) for c in CONFIGS)
 
 
 @dataclasses.dataclass
@@ -111,7 +107,7 @@ class QConv1x1(CudaTactic):
             raise ValueError(f"{self.name}: layer {layer.name!r}: {c} input and {k} output channels; this kernel "
                              f"needs input channels a multiple of {_CHANNEL_STEP} and output channels of {self.bn}")
         multiplier, bias, epilogue = epilogue_constants(self.name, layer, host_m, host_b)
-        kernel = get_kernel(SOURCE, _expression(self.config), _ALL)
+        kernel = get_kernel(SOURCE, instance("qconv_igemm", *self.config), _ALL)
         most = self._smem_bytes(1)
         if most > _SMEM_DEFAULT_LIMIT:         # one function serves every layer: opt in to the config's most
             kernel.max_dynamic_shared_size_bytes = most

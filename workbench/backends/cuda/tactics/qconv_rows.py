@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from workbench.backends.base import Layer
-from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.compile import get_kernel, instance
 from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
@@ -39,7 +39,7 @@ _TAPS = ((3, 3),)                        # (R, S) instances compiled
 _CHANNELS = 64                           # input channels: the kernel's C, one staged pixel row
 _BLOCK_N = 64                            # output channels a block
 _LDX, _LDO = _CHANNELS + 16, _BLOCK_N + 16   # bytes a staged pixel / output tile row
-_INSTANCES = tuple(f"qconv_rows<{r}, {s}, {tp}, {tq}, {warps}>" for r, s in _TAPS for tp, tq, warps in TILES)
+_INSTANCES = tuple(instance("qconv_rows", r, s, *tile) for r, s in _TAPS for tile in TILES)
 
 
 @dataclasses.dataclass
@@ -79,7 +79,7 @@ class QConvRows(CudaTactic):
                              f"{_CHANNELS} input channels, output channels a multiple of {_BLOCK_N} and taps "
                              f"{list(_TAPS)}")
         multiplier, bias, epilogue = epilogue_constants(self.name, layer, host_m, host_b)
-        kernel = get_kernel(SOURCE, f"qconv_rows<{r}, {s}, {self.tp}, {self.tq}, {self.threads // 32}>", _INSTANCES)
+        kernel = get_kernel(SOURCE, instance("qconv_rows", r, s, self.tp, self.tq, self.threads // 32), _INSTANCES)
         staged = (self.tp + r - 1) * (self.tq + s - 1)
         smem_bytes = r * s * _BLOCK_N * _CHANNELS + 2 * staged * _LDX + self.tp * self.tq * _LDO
         kernel.max_dynamic_shared_size_bytes = smem_bytes

@@ -18,22 +18,21 @@ import dataclasses
 from typing import Any, Sequence
 
 import numpy as np
-from onnx import TensorProto
 
 from workbench.backends.base import Layer
-from workbench.backends.cuda.compile import get_kernel
+from workbench.backends.cuda.compile import get_kernel, instance
 from workbench.backends.cuda.device import cupy
-from workbench.backends.cuda.epilogue import INT8_ACTIVATIONS, activation_of, int8_clamp
+from workbench.backends.cuda.epilogue import activation_of
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
-from workbench.backends.cuda.tactics.conv_spec import (ConvWeights, check_output, geometry, is_conv2d_nhwc,
-                                                       qconv_constants)
+from workbench.backends.cuda.tactics.conv_spec import ConvWeights, qconv_constants
+from workbench.backends.cuda.tactics.qconv_int8 import epilogue_constants, run_arrays, takes_int8_layer
 
 __all__ = ["QConvStem"]
 
 _SOURCE = "qconv_stem.cu"
 _SHAPES = ((7, 7, 3, 64),)                  # (R, S, C, K) instances compiled
-_INSTANCES = tuple(f"qconv_stem<{r}, {s}, {c}, {k}>" for r, s, c, k in _SHAPES)
+_INSTANCES = tuple(instance("qconv_stem", *shape) for shape in _SHAPES)
 _WINDOW = 32                                # bytes of a filter row's A window: one k32 MMA step
 _WARPS = 8                                  # the kernel's wb_stem::WARPS
 _COLUMNS = 128                              # most output columns a block (TQ)
@@ -58,12 +57,8 @@ class QConvStem(CudaTactic):
     source = "kernels"
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        attrs = layer.attrs
-        return (is_conv2d_nhwc(layer, precision, ("int8",)) and activation_of(layer)[0] in INT8_ACTIVATIONS
-                and len(layer.inputs) <= 4 and int(attrs.get("group", 1)) == 1
-                and (attrs.get("auto_pad") or "NOTSET") == "NOTSET"
-                and all(v == 1 for v in attrs.get("dilations") or [1])
-                and attrs.get("output_dtype", TensorProto.INT8) == TensorProto.INT8)
+        return (takes_int8_layer(layer, precision) and len(layer.inputs) <= 4
+                and (layer.attrs.get("auto_pad") or "NOTSET") == "NOTSET")
 
     def prepare(self, layer: Layer, weights: dict[str, np.ndarray]) -> _State:
         w, host_m, host_b = qconv_constants(layer, weights, self.name)
@@ -79,21 +74,14 @@ class QConvStem(CudaTactic):
         words = rows.view(np.int32).reshape(r, k // 8, 8, 2, 4)          # [r][tile][g][half][t]
         fragments = np.ascontiguousarray(words.transpose(0, 1, 2, 4, 3))  # [r][tile][g][t][half]
         cp = cupy()
-        kernel = get_kernel(_SOURCE, f"qconv_stem<{r}, {s}, {c}, {k}>", _INSTANCES)
-        multiplier = cp.asarray(host_m)
-        bias = cp.asarray(np.zeros(k, np.float32) if host_b is None else host_b)
+        kernel = get_kernel(_SOURCE, instance("qconv_stem", r, s, c, k), _INSTANCES)
+        multiplier, bias, (_, *epilogue) = epilogue_constants(self.name, layer, host_m, host_b)   # no residual
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
         fixed = fragments.nbytes + _WARPS * 16 * (k + 16)
-        return _State(layer, kernel, cw, cp.asarray(fragments), multiplier, bias, int8_clamp(layer), fixed)
+        return _State(layer, kernel, cw, cp.asarray(fragments), multiplier, bias, tuple(epilogue), fixed)
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
-        layer = state.layer
-        x, y = inputs[0], outputs[0]
-        if x.dtype != np.int8 or y.dtype != np.int8 or not x.flags.c_contiguous or not y.flags.c_contiguous:
-            raise ValueError(f"{self.name}: layer {layer.name!r}: needs C-contiguous int8 NHWC input and output, "
-                             f"got {x.dtype} -> {y.dtype}")
-        geo = geometry(layer, state.weights, x.shape, state.geos)
-        check_output(layer, geo, y, self.name)
+        x, _, y, geo = run_arrays(self.name, state, inputs, outputs)
         if geo.rows == 0:
             return outputs
         columns = min(_COLUMNS, -(-geo.q // 16) * 16)   # 112 for ResNet's stem: whole m16 tiles, none idle
