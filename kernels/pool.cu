@@ -1,5 +1,6 @@
 // Window and global pooling, NCHW and NHWC, fp32 and fp16 storage, fp32 math; max pools also on
-// int8 / uint8 (exact: a max only picks one of its inputs, and float holds every 8-bit value).
+// int8 / uint8 (exact: a max only picks one of its inputs, and float holds every 8-bit value);
+// the int8 global average pool with its requantization (QGlobalAveragePool) at the end.
 //
 // Window pools: one thread per output element. In NHWC consecutive threads take consecutive
 // channels of one output pixel, so every tap's loads are coalesced over C. Padding follows the
@@ -167,5 +168,52 @@ __global__ void global_pool_nchw(const T* __restrict__ x, T* __restrict__ y, lon
             if (IS_MAX) acc = (other > acc || other != other) ? other : acc; else acc += other;
         }
         if (lane == 0) y[row] = wb_store<T>(IS_MAX ? acc : acc / (float)hw);
+    }
+}
+
+// QGlobalAveragePool (workbench/ir/fused/pool.py): int8 in, exact int32 sums, one float32 factor
+// (M / count, divided on the host as the CPU oracle divides), round half to even, saturate.
+__device__ __forceinline__ signed char wb_requantize_sum(int acc, float factor) {
+    return (signed char)max(-128, min(127, __float2int_rn(__int2float_rn(acc) * factor)));
+}
+
+// NHWC: one thread per VEC consecutive channels of one image (VEC = 4 reads a char4 per pixel),
+// coalesced over C; the grid strides over images x channel groups.
+template <int VEC>
+__global__ void qglobal_avg_pool_nhwc(const signed char* __restrict__ x, signed char* __restrict__ y, int n,
+                                      int hw, int c, float factor) {
+    const int groups = c / VEC;
+    const long long total = (long long)n * groups;
+    for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
+         idx += (long long)gridDim.x * blockDim.x) {
+        const long long b = idx / groups;
+        const int ch = (int)(idx % groups) * VEC;
+        const signed char* p = x + b * (long long)hw * c + ch;
+        int acc[VEC] = {};
+        #pragma unroll 7
+        for (int i = 0; i < hw; ++i) {
+            if constexpr (VEC == 4) {
+                const char4 v = *reinterpret_cast<const char4*>(p + (long long)i * c);
+                acc[0] += v.x; acc[1] += v.y; acc[2] += v.z; acc[3] += v.w;
+            } else {
+                acc[0] += p[(long long)i * c];
+            }
+        }
+        #pragma unroll
+        for (int j = 0; j < VEC; ++j) y[b * c + ch + j] = wb_requantize_sum(acc[j], factor);
+    }
+}
+
+// NCHW: one warp per (n, c) row of hw contiguous values, integer shuffle reduction.
+__global__ void qglobal_avg_pool_nchw(const signed char* __restrict__ x, signed char* __restrict__ y,
+                                      long long rows, int hw, float factor) {
+    const int lane = threadIdx.x & 31;
+    const long long warps = (long long)gridDim.x * (blockDim.x >> 5);
+    for (long long row = blockIdx.x * (long long)(blockDim.x >> 5) + (threadIdx.x >> 5); row < rows; row += warps) {
+        const signed char* p = x + row * hw;
+        int acc = 0;
+        for (int i = lane; i < hw; i += 32) acc += p[i];
+        for (int offset = 16; offset > 0; offset >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+        if (lane == 0) y[row] = wb_requantize_sum(acc, factor);
     }
 }

@@ -52,21 +52,27 @@ def engines():
 def test_convolutions_become_integer_layers(engines):
     fused, _ = engines
     ops = [layer.op for layer in fused.layers]
-    assert ops.count("FusedQConv") == 3
-    assert "Conv" not in ops and "FusedConv" not in ops
+    assert ops.count("FusedQConv") == 4                # three convolutions and the fc (a 1x1 convolution)
+    assert not {"Conv", "FusedConv", "Gemm", "GlobalAveragePool"} & set(ops)
     dtypes = fused.tensor_dtypes()
     by_name = {layer.name: layer for layer in fused.layers}
     pool = next(layer for layer in fused.layers if layer.op == "MaxPool")
     assert dtypes[pool.inputs[0]] == "int8" and dtypes[pool.outputs[0]] == "int8"   # moved after its Q
     residual_conv = next(layer for layer in fused.layers if layer.op == "FusedQConv" and len(layer.inputs) == 5)
     assert dtypes[residual_conv.inputs[4]] == "int8" and residual_conv.inputs[4] == pool.outputs[0]
-    assert residual_conv.attrs["output_dtype"] == TensorProto.FLOAT      # read by GlobalAveragePool in float
-    assert by_name["gap"].precision == "fp32"
+    # the head stays int8: the last convolution quantizes for the int8 average pool, which quantizes
+    # for the fc; only the logits are float
+    gap = by_name["gap"]
+    assert gap.op == "QGlobalAveragePool" and gap.inputs[0] == residual_conv.outputs[0]
+    assert residual_conv.attrs["output_dtype"] == TensorProto.INT8 and dtypes[gap.outputs[0]] == "int8"
+    fc = by_name["fc"]
+    assert fc.op == "FusedQConv" and dtypes[fc.inputs[0]] == "int8" and fc.attrs["output_dtype"] == TensorProto.FLOAT
+    assert fused.weights[fc.inputs[1]].shape == (5, 8, 1, 1)
     # the stem quantizes its own output for the pool: no float tensor between them
     stem = next(layer for layer in fused.layers if layer.op == "FusedQConv")
     assert stem.outputs[0] == pool.inputs[0]
     qdq = [layer.op for layer in fused.layers if layer.op in ("QuantizeLinear", "DequantizeLinear")]
-    assert qdq.count("QuantizeLinear") == 2            # the engine input, the fc's input
+    assert qdq == ["QuantizeLinear"]                   # the engine input
 
 
 def test_fused_numbers_are_the_qdq_graph_numbers(engines):

@@ -171,7 +171,8 @@ def test_opset_before_13_gets_one_weight_scale():
     qgraph, _ = quantize_int8(wb.load(model), [{"input": x}], calibrator="minmax")
     onnx.checker.check_model(qgraph.to_proto(), full_check=True)
     dqs = [n for n in qgraph.nodes if n.op_type == "DequantizeLinear"]
-    assert len(dqs) == 4 and not any("axis" in n.attributes for n in dqs)
+    # conv: input, weight; the pool's input (its output feeds the quantized fc); fc: input, weight
+    assert len(dqs) == 5 and not any("axis" in n.attributes for n in dqs)
     assert qgraph.initializers["conv.w_scale"].const_value.numpy().shape == ()
     model.opset_import[0].version = 9
     with pytest.raises(QuantizationError, match="opset 9 has no QuantizeLinear"):

@@ -13,6 +13,11 @@ Q layers. Before that, a MaxPool whose readers all quantize with one scale moves
 max commutes with rounding and saturation (both monotone), so the pool runs on int8 and the
 convolution before it can quantize its own output.
 
+The same holds for data movement (Flatten, Reshape, Squeeze, Unsqueeze), so a Q after one moves
+before it too. A quantized Gemm first becomes a 1x1 convolution (int8_gemm.py), and
+DQ -> GlobalAveragePool -> Q becomes QGlobalAveragePool (ir/fused/pool.py): a CNN's classifier
+head runs on int8 from the last convolution to the logits.
+
 Only symmetric per-tensor activation scales (int8 zero point 0) and per-output-channel weight
 scales fuse, what `insert_qdq` writes and TensorRT requires; anything else runs as written. In a
 precision="int8" build, layers left computing in float get precision fp32 (their CPU and GPU
@@ -27,6 +32,8 @@ import numpy as np
 import onnx
 
 from workbench.backends.base import Layer
+from workbench.builder.int8_gemm import gemms_as_convs
+from workbench.builder.int8_graph import STANDARD, LayerGraph, qdq_scale, rename
 from workbench.ir.fused.conv import CONV_ATTRS, GRID_ACTIVATIONS
 
 __all__ = ["fuse_int8_layers"]
@@ -34,23 +41,8 @@ log = logging.getLogger(__name__)
 
 _CONV_OPS = {("", "Conv"), ("workbench", "FusedConv")}
 _MONOTONE_POOLS = {"MaxPool", "GlobalMaxPool"}
-_INTEGER_OPS = {"QuantizeLinear", "DequantizeLinear", "FusedQConv"}
-
-
-class _Graph:
-    """Producer and readers of every tensor of a layer list, rebuilt after each rewrite."""
-
-    def __init__(self, layers: list[Layer], outputs: set[str]):
-        self.layers, self.outputs = layers, outputs
-        self.producer = {n: layer for layer in layers for n in layer.outputs if n}
-        self.readers: dict[str, list[Layer]] = {}
-        for layer in layers:
-            for name in dict.fromkeys(n for n in layer.inputs if n):
-                self.readers.setdefault(name, []).append(layer)
-
-    def produced_by(self, tensor: str, op: str) -> Layer | None:
-        layer = self.producer.get(tensor)
-        return layer if layer is not None and layer.op == op and layer.domain in ("", "ai.onnx") else None
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+_INTEGER_OPS = {"QuantizeLinear", "DequantizeLinear", "FusedQConv", "QGlobalAveragePool"}
 
 
 def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_outputs: list[str],
@@ -60,92 +52,105 @@ def fuse_int8_layers(layers: list[Layer], weights: dict[str, np.ndarray], graph_
     precision="int8", where "int8" is every layer's default label, so layers left computing in
     float become fp32; with a precision policy its per-layer labels stand."""
     outputs = set(graph_outputs)
-    layers = _pools_after_quantize(list(layers), weights, outputs)
+    layers = gemms_as_convs(list(layers), weights, outputs)
+    layers = _quantize_earlier(layers, weights, outputs)
     fused = 0
     for index, layer in enumerate(layers):
-        if (layer.domain if layer.domain != "ai.onnx" else "", layer.op) in _CONV_OPS:
-            replacement = _fuse_conv(layer, _Graph(layers, outputs), weights)
-            if replacement is not None:
-                layers[index] = replacement
-                fused += 1
+        if layer.op == "GlobalAveragePool" and layer.domain in STANDARD:
+            replacement = _fuse_global_pool(layer, LayerGraph(layers, outputs), weights)
+        elif (layer.domain if layer.domain != "ai.onnx" else "", layer.op) in _CONV_OPS:
+            replacement = _fuse_conv(layer, LayerGraph(layers, outputs), weights)
+        else:
+            continue
+        if replacement is not None:
+            layers[index] = replacement
+            fused += 1
     layers = _drop_unread_qdq(layers, outputs)
     if relabel_float:
         _float_layers_to_fp32(layers)
     if fused:
-        log.info("int8 fusion: %d convolutions run as FusedQConv (int8 in, int32 accumulate, requantize)", fused)
+        log.info("int8 fusion: %d layers run on int8 (FusedQConv, QGlobalAveragePool: int8 in, exact integer "
+                 "sums, requantize)", fused)
     return layers
 
 
-def _per_tensor(weights: dict, scale: str, zero_point: str | None) -> float | None:
-    """The scale of a symmetric per-tensor int8 Q/DQ, or None if it is anything else."""
-    s = weights.get(scale)
-    z = weights.get(zero_point) if zero_point else None      # no zero point: ONNX quantizes to uint8
-    if s is None or s.size != 1 or not np.isfinite(s).all() or float(s.reshape(())) <= 0:
-        return None
-    if z is None or z.dtype != np.int8 or np.any(z != 0):
-        return None
-    return float(s.reshape(()))
-
-
-def _qdq_scale(layer: Layer, weights: dict) -> float | None:
-    inputs = layer.inputs + ["", ""]
-    return _per_tensor(weights, inputs[1], inputs[2])
-
-
-def _pools_after_quantize(layers: list[Layer], weights: dict, outputs: set[str]) -> list[Layer]:
-    """MaxPool(x) -> Q(s) becomes Q(s) -> MaxPool on int8 (exact: both are monotone)."""
-    for pool in [l for l in layers if l.op in _MONOTONE_POOLS and l.domain in ("", "ai.onnx")]:
-        graph = _Graph(layers, outputs)
-        if len(pool.outputs) != 1 or pool.outputs[0] in outputs:
+def _quantize_earlier(layers: list[Layer], weights: dict, outputs: set[str]) -> list[Layer]:
+    """op(x) -> Q(s) becomes Q(s) -> op on int8 for max pools (exact: both are monotone) and for data
+    movement (exact: Q is elementwise). Last layer first, so a Q climbs a chain of them."""
+    movable = [l for l in layers if l.domain in STANDARD and (l.op in _MONOTONE_POOLS or l.op in _PASS_THROUGH)]
+    for op in reversed(movable):
+        graph = LayerGraph(layers, outputs)
+        if len(op.outputs) != 1 or op.outputs[0] in outputs:
             continue
-        readers = graph.readers.get(pool.outputs[0], [])
-        scales = {_qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == pool.outputs[0] else None
+        readers = graph.readers.get(op.outputs[0], [])
+        scales = {qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == op.outputs[0] else None
                   for r in readers}
         if not readers or None in scales or len(scales) != 1:
             continue
         first, *others = readers
         quantized = first.outputs[0]
-        _rename(layers, {r.outputs[0]: quantized for r in others})
+        rename(layers, {r.outputs[0]: quantized for r in others})
         layers = [l for l in layers if not any(l is r for r in others)]
         layers.remove(first)
-        first.inputs = [pool.inputs[0]] + first.inputs[1:]
-        first.outputs = [f"{pool.inputs[0]}_quantized_for_{pool.name}"]
-        source = graph.producer.get(pool.inputs[0])
-        first.output_shapes = [source.output_shapes[source.outputs.index(pool.inputs[0])] if source else None]
-        pool.inputs = [first.outputs[0]] + pool.inputs[1:]
-        pool.outputs = [quantized]
-        layers.insert(layers.index(pool), first)
+        first.inputs = [op.inputs[0]] + first.inputs[1:]
+        first.outputs = [f"{op.inputs[0]}_quantized_for_{op.name}"]
+        first.output_shapes = [graph.shape(op.inputs[0])]
+        op.inputs = [first.outputs[0]] + op.inputs[1:]
+        op.outputs = [quantized]
+        layers.insert(layers.index(op), first)
     return layers
 
 
-def _fuse_conv(conv: Layer, graph: _Graph, weights: dict) -> Layer | None:
+def _absorb_quantize(layer: Layer, graph: LayerGraph, weights: dict) -> tuple[float, str] | None:
+    """When every reader of `layer`'s output is a QuantizeLinear of one scale s_y: (s_y, the name the
+    integer layer writes). The readers are cut off (their outputs renamed, dropped later as unread)."""
+    y = layer.outputs[0]
+    readers = graph.readers.get(y, [])
+    scales = {qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == y else None for r in readers}
+    if not readers or y in graph.outputs or None in scales or len(scales) != 1:
+        return None
+    out = readers[0].outputs[0]
+    rename(graph.layers, {r.outputs[0]: out for r in readers[1:]})
+    for r in readers:                       # unread now: dropped with the other dead Q/DQ
+        r.outputs = [f"{r.outputs[0]}/fused_into_{layer.name}"]
+    return scales.pop(), out
+
+
+def _fuse_global_pool(pool: Layer, graph: LayerGraph, weights: dict) -> Layer | None:
+    """DQ(x_q; s_x) -> GlobalAveragePool -> Q(s_y)  ==>  QGlobalAveragePool(x_q, M = s_x / s_y)."""
+    dq = graph.produced_by(pool.inputs[0], "DequantizeLinear")
+    s_x = qdq_scale(dq, weights) if dq is not None else None
+    if s_x is None or len(pool.outputs) != 1:
+        return None
+    absorbed = _absorb_quantize(pool, graph, weights)
+    if absorbed is None:
+        return None
+    s_y, out = absorbed
+    weights[f"{pool.name}/multiplier"] = np.array(np.float64(s_x) / s_y, np.float32)
+    return Layer(name=pool.name, op="QGlobalAveragePool", domain="workbench",
+                 inputs=[dq.inputs[0], f"{pool.name}/multiplier"], outputs=[out], opset=1, precision="int8",
+                 source_nodes=list(pool.source_nodes), output_shapes=pool.output_shapes)
+
+
+def _fuse_conv(conv: Layer, graph: LayerGraph, weights: dict) -> Layer | None:
     inputs = conv.inputs + [""] * (4 - len(conv.inputs))
     dq_x, dq_w = graph.produced_by(inputs[0], "DequantizeLinear"), graph.produced_by(inputs[1], "DequantizeLinear")
     if dq_x is None or dq_w is None:
         return None
-    s_x = _qdq_scale(dq_x, weights)
+    s_x = qdq_scale(dq_x, weights)
     s_w = _weight_scales(dq_w, weights)
     bias = weights.get(inputs[2]) if inputs[2] else None
     if s_x is None or s_w is None or (inputs[2] and bias is None):
         return None
     residual, residual_scale = inputs[3], 1.0
     dq_z = graph.produced_by(residual, "DequantizeLinear") if residual else None
-    s_z = _qdq_scale(dq_z, weights) if dq_z is not None else None
+    s_z = qdq_scale(dq_z, weights) if dq_z is not None else None
     if s_z is not None:
         residual, residual_scale = dq_z.inputs[0], s_z
     activation = conv.attrs.get("activation", "") if conv.op == "FusedConv" else ""
     params = list(conv.attrs.get("activation_params", []))
     y = conv.outputs[0]
-    readers = graph.readers.get(y, [])
-    scales = {_qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == y else None for r in readers}
-    s_y, out = 1.0, y
-    if readers and y not in graph.outputs and None not in scales and len(scales) == 1 \
-            and activation in GRID_ACTIVATIONS:
-        s_y = scales.pop()
-        out = readers[0].outputs[0]
-        _rename(graph.layers, {r.outputs[0]: out for r in readers[1:]})
-        for r in readers:                       # unread now: dropped with the other dead Q/DQ
-            r.outputs = [f"{r.outputs[0]}/fused_into_{conv.name}"]
+    s_y, out = (_absorb_quantize(conv, graph, weights) if activation in GRID_ACTIVATIONS else None) or (1.0, y)
     name = conv.name
     weights[f"{name}/multiplier"] = (np.float64(s_x) * s_w.astype(np.float64) / s_y).astype(np.float32)
     new_inputs = [dq_x.inputs[0], dq_w.inputs[0], f"{name}/multiplier"]
@@ -178,12 +183,6 @@ def _weight_scales(dq: Layer, weights: dict) -> np.ndarray | None:
     return s.astype(np.float64)
 
 
-def _rename(layers: list[Layer], mapping: dict[str, str]) -> None:
-    if mapping:
-        for layer in layers:
-            layer.inputs = [mapping.get(n, n) for n in layer.inputs]
-
-
 def _drop_unread_qdq(layers: list[Layer], outputs: set[str]) -> list[Layer]:
     """Remove Q/DQ layers nobody reads any more (the fused ones), repeatedly (DQ before Q)."""
     while True:
@@ -200,9 +199,9 @@ def _float_layers_to_fp32(layers: list[Layer]) -> None:
     int8: set[str] = set()
     for layer in layers:
         integer = layer.op in _INTEGER_OPS or any(n in int8 for n in layer.inputs)
-        if layer.op == "QuantizeLinear" or (layer.op == "FusedQConv"
-                                            and layer.attrs["output_dtype"] == onnx.TensorProto.INT8) \
-                or (layer.op in _MONOTONE_POOLS and integer):
+        if layer.op in ("QuantizeLinear", "QGlobalAveragePool") or (
+                layer.op == "FusedQConv" and layer.attrs["output_dtype"] == onnx.TensorProto.INT8) \
+                or ((layer.op in _MONOTONE_POOLS or layer.op in _PASS_THROUGH) and integer):
             int8.update(n for n in layer.outputs if n)
         if layer.precision == "int8" and not integer:
             layer.precision = "fp32"

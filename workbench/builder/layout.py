@@ -17,7 +17,8 @@ __all__ = ["assign_layout", "NHWC_NATIVE", "TO_NHWC", "TO_NCHW"]
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 NHWC_NATIVE = {("", "Conv"), ("workbench", "FusedConv"), ("workbench", "FusedQConv"), ("", "MaxPool"),
-               ("", "AveragePool"), ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "BatchNormalization")}
+               ("", "AveragePool"), ("", "GlobalAveragePool"), ("", "GlobalMaxPool"), ("", "BatchNormalization"),
+               ("workbench", "QGlobalAveragePool")}
 _CHANNEL_AXIS_OPS = {("", "Concat"), ("workbench", "ConcatView"), ("", "Split"), ("workbench", "SplitView")}
 _ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSwish",
                 "HardSigmoid", "Erf", "Exp", "Abs", "Neg", "Sqrt", "Max", "Min", "Identity", "Cast", "Gelu",

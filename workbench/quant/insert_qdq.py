@@ -17,7 +17,10 @@ both compute the same numbers:
 Placement (TensorRT's rules for QDQ networks): only the two operands of the compute ops get Q/DQ, and
 the residual of a FusedConv (so the add fuses into the integer kernel); a tensor read by several of
 them is quantized once; biases stay float32; weights are stored already
-quantized (int8 initializers), so the model holds int8 weights. A node whose operand already comes
+quantized (int8 initializers), so the model holds int8 weights. A GlobalAveragePool whose output
+(through Flatten/Reshape) only quantized compute nodes read gets Q/DQ on its input too: the
+classifier head of a CNN then stays int8 (the builder runs it as QGlobalAveragePool), instead of
+the last convolution writing float32 for a float pool. A node whose operand already comes
 from DequantizeLinear is explicitly quantized: it is left alone and its scales win.
 
     >>> qgraph = insert_qdq(graph, table)
@@ -40,12 +43,14 @@ from workbench.quant.errors import QuantizationError
 from workbench.quant.quantize import quantize, weight_scales
 from workbench.quant.table import CalibrationTable
 
-__all__ = ["QUANTIZABLE_OPS", "QdqDecision", "insert_qdq", "plan_qdq", "calibration_tensors", "has_qdq",
+__all__ = ["QUANTIZABLE_OPS", "POOL_OPS", "QdqDecision", "insert_qdq", "plan_qdq", "calibration_tensors", "has_qdq",
            "check_qdq_opset", "DECISIONS_KEY"]
 
 logger = logging.getLogger(__name__)
 
 QUANTIZABLE_OPS = ("Conv", "Gemm", "MatMul", "FusedConv", "FusedGemm")
+POOL_OPS = ("GlobalAveragePool",)                       # quantized when quantized nodes read their output
+_PASS_THROUGH = {"Flatten", "Reshape", "Squeeze", "Unsqueeze"}    # move data, keep values
 _KNOWN_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul", "FusedConv", "FusedGemm"}
 _FUSED_OPS = {"FusedConv", "FusedGemm"}                  # live in the workbench domain
 _QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
@@ -83,7 +88,8 @@ def has_qdq(graph: Graph) -> bool:
 
 def plan_qdq(graph: Graph, table: CalibrationTable | None = None,
              ops=QUANTIZABLE_OPS) -> list[QdqDecision]:
-    """One decision per node of `ops`, in graph order; without `table` no scale is required."""
+    """One decision per node of `ops` and per POOL_OPS node, in graph order; without `table` no scale
+    is required."""
     return [decision for _, decision in _plan(graph, table, ops)]
 
 
@@ -185,12 +191,57 @@ def _is_constant(value: ir.Value) -> bool:
 
 def _plan(graph: Graph, table: CalibrationTable | None, ops) -> list[tuple[ir.Node, QdqDecision]]:
     ops = _check_ops(ops)
-    return [(node, _decide(node, table)) for node in graph.ir_graph if _is_candidate(node, ops)]
+    compute = {node: _decide(node, table) for node in graph.ir_graph if _is_candidate(node, ops)}
+    quantized = {node for node, decision in compute.items() if decision.quantized}
+    plan = []
+    for node in graph.ir_graph:
+        if node in compute:
+            plan.append((node, compute[node]))
+        elif node.op_type in POOL_OPS and node.domain in STANDARD_DOMAINS:
+            plan.append((node, _decide_pool(node, table, quantized)))
+    return plan
+
+
+def _final_readers(value: ir.Value) -> list[ir.Node] | None:
+    """The nodes that read `value`'s data, through Flatten/Reshape/...; None if a graph output does."""
+    if value.is_graph_output():
+        return None
+    readers = []
+    for node, _ in value.uses():
+        if node.op_type in _PASS_THROUGH and node.domain in STANDARD_DOMAINS and node.inputs[0] is value:
+            further = _final_readers(node.outputs[0])
+            if further is None:
+                return None
+            readers += further
+        else:
+            readers.append(node)
+    return readers
+
+
+def _decide_pool(node: ir.Node, table: CalibrationTable | None, quantized: set[ir.Node]) -> QdqDecision:
+    """Quantize a pool's input when only quantized compute nodes read its output: the pool then runs
+    on int8 between two int8 layers; anywhere else it would only add a rounding."""
+    name, x = node.name or node.op_type, node.inputs[0] if node.inputs else None
+    if x is None or _is_constant(x):
+        return QdqDecision(name, node.op_type, (), (), "its input is missing or constant")
+    readers = _final_readers(node.outputs[0])
+    decision = QdqDecision(name, node.op_type, (x.name,), ())
+    if not readers or any(r not in quantized for r in readers):
+        return dataclasses.replace(decision, reason="its output is not read by quantized nodes only")
+    if producer_op(x, "DequantizeLinear"):
+        return dataclasses.replace(decision, reason="explicitly quantized: its input comes from DequantizeLinear")
+    if x.dtype != ir.DataType.FLOAT:
+        return dataclasses.replace(decision, reason=f"input {x.name!r} is {x.dtype}, not float32")
+    if table is not None and x.name not in table.scales:
+        return dataclasses.replace(decision, reason=f"no scale for {[x.name]} in the calibration table")
+    return decision
 
 
 def _operand_slots(node: ir.Node) -> tuple[int, ...]:
     """The two matmul operands, and FusedConv's residual: TensorRT fuses a residual add into an INT8
-    convolution only when the residual is quantized too, so it gets Q/DQ like an input."""
+    convolution only when the residual is quantized too, so it gets Q/DQ like an input. A pool: its input."""
+    if node.op_type in POOL_OPS:
+        return (0,)
     has_residual = (node.op_type == "FusedConv" and len(node.inputs) > _RESIDUAL_SLOT
                     and node.inputs[_RESIDUAL_SLOT] is not None)
     return (0, 1, _RESIDUAL_SLOT) if has_residual else (0, 1)

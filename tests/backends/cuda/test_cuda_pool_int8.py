@@ -2,7 +2,8 @@
 the 16-byte NHWC kernel (channel rows of whole 16-byte vectors, aligned buffers; unrolled 3x3 and
 2x2 windows and any other), and the general kernel (NCHW, odd channel counts, unaligned buffers);
 padding taps are ignored (never compared as 0), NaN propagates. Also kernels.global_pool's
-GlobalMaxPool on int8 / uint8 (int8 fusion moves it after its QuantizeLinear too)."""
+GlobalMaxPool on int8 / uint8 (int8 fusion moves it after its QuantizeLinear too), and
+kernels.qglobal_avg_pool's QGlobalAveragePool (int8 in and out, requantized) bit for bit."""
 import numpy as np
 import pytest
 from gpu_checks import cp, run_tactic  # noqa: F401
@@ -141,3 +142,34 @@ def test_vectorized_max_pool_is_capturable(cp):
     from graph_checks import assert_capturable
     x = _data((2, 9, 9, 32), "int8", 5)
     assert_capturable(_tactic(), _layer("int8", CASES[0], "NHWC"), {}, [x])
+
+
+def _qgap_layer(layout):
+    return Layer("gap", "QGlobalAveragePool", ["x", "m"], ["y"], domain="workbench", opset=1, precision="int8",
+                 layout=layout)
+
+
+@pytest.mark.parametrize("op,domain,precision,ok", [("QGlobalAveragePool", "workbench", "int8", True),
+                                                   ("QGlobalAveragePool", "workbench", "fp32", False),
+                                                   ("GlobalAveragePool", "", "int8", False)])
+def test_quantized_global_pool_supports(op, domain, precision, ok):
+    layer = Layer("g", op, ["x", "m"], ["y"], domain=domain, output_shapes=[(2, 8, 1, 1)])
+    assert _tactic("kernels.qglobal_avg_pool").supports(layer, precision) is ok
+
+
+@gpu
+@pytest.mark.parametrize("layout,shape", [("NHWC", (4, 7, 7, 2048)), ("NHWC", (3, 5, 6, 67)), ("", (3, 67, 7, 7)),
+                                          ("", (2, 5, 20, 21))])
+@pytest.mark.parametrize("multiplier", [0.37, 24.5, 500.0])
+def test_quantized_global_average_pool_is_the_oracle_exactly(cp, layout, shape, multiplier):
+    """Integer sums, the oracle's float32 factor M / count, half to even, saturation: bit for bit.
+    M = 24.5 over 7x7 pixels makes the factor exactly 0.5, so odd sums are ties; 500 saturates."""
+    x = _data(shape, "int8", 21)
+    weights = {"m": np.array(multiplier, np.float32)}
+    layer = _qgap_layer(layout)
+    want = oracle_outputs(layer, weights, [x, weights["m"]])[0]
+    layer.output_shapes, layer.output_dtypes = [want.shape], ["int8"]
+    got = run_tactic(_tactic("kernels.qglobal_avg_pool"), layer, weights, [x, weights["m"]])[0]
+    np.testing.assert_array_equal(got, want)
+    if multiplier == 500.0:
+        assert {-128, 127} <= set(np.unique(want).tolist())

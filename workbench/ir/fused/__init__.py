@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from workbench.ir.fused.registry import (FUSED_OPS, OPSET_VERSION, WORKBENCH_DOMAIN, AttrType, infer_like,  # noqa: F401
                                          register)
-from workbench.ir.fused import conv, gemm, pointwise, transformer, views  # noqa: E402,F401
+from workbench.ir.fused import conv, gemm, pointwise, pool, transformer, views  # noqa: E402,F401
 
 __all__ = ["FUSED_OPS", "WORKBENCH_DOMAIN", "OPSET_VERSION", "register", "infer_like", "AttrType"]

@@ -116,6 +116,16 @@ def global_average_pool(inputs, attrs, node):
         return (s / max(1, int(np.prod(x.shape[2:])))).astype(x.dtype)
 
 
+@kernel("QGlobalAveragePool", domain="workbench")
+def quantized_global_average_pool(inputs, attrs, node):
+    """Exact emulation of the int8 kernels (ir/fused/pool.py): integer sum, one float32 factor."""
+    x, multiplier = inputs[0], inputs[1]
+    count = np.float32(max(1, int(np.prod(x.shape[2:]))))
+    acc = np.sum(x, axis=_spatial_axes(x), keepdims=True, dtype=np.int64)
+    v = acc.astype(np.float32) * (np.float32(np.asarray(multiplier).reshape(())) / count)
+    return np.clip(np.rint(v), -128, 127).astype(np.int8)
+
+
 @kernel("GlobalMaxPool")
 def global_max_pool(inputs, attrs, node):
     x = inputs[0]

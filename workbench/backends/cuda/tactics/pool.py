@@ -1,7 +1,7 @@
 """Pooling on the GPU (kernels/pool.cu): MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool,
 NCHW and NHWC, fp32 and fp16 storage with fp32 math; MaxPool and GlobalMaxPool also on int8 /
 uint8 (builder/int8_fusion.py moves max pools after their QuantizeLinear: an int8 engine pools its
-quantized activations without dequantizing them).
+quantized activations without dequantizing them); workbench::QGlobalAveragePool, int8 to int8.
 
 The window geometry (pads, auto_pad, ceil_mode, dilations) is computed on the host by the CPU
 oracle's own `window_geometry`, so both backends agree on output sizes and pads by construction;
@@ -39,7 +39,8 @@ _INSTANCES = tuple(
     + [f"pool2d<{t},true,{l}>" for t in _INT_TYPES.values() for l in ("true", "false")]
     + [f"max_pool2d_nhwc_vec16<{t},{kh},{kw}>" for t in _MAX_TYPES.values() for kh, kw in _VEC_WINDOWS]
     + [f"global_pool_{l}<{t},{m}>" for l in ("nhwc", "nchw") for t in _FLOAT_TYPES.values() for m in ("true", "false")]
-    + [f"global_pool_{l}<{t},true>" for l in ("nhwc", "nchw") for t in _INT_TYPES.values()])
+    + [f"global_pool_{l}<{t},true>" for l in ("nhwc", "nchw") for t in _INT_TYPES.values()]
+    + ["qglobal_avg_pool_nhwc<4>", "qglobal_avg_pool_nhwc<1>", "qglobal_avg_pool_nchw"])
 _THREADS = 256
 
 
@@ -180,5 +181,46 @@ class GlobalPool(CudaTactic):
         return outputs
 
 
+class QuantizedGlobalPool(CudaTactic):
+    """`kernels.qglobal_avg_pool`: workbench::QGlobalAveragePool, int8 to int8 (exact integer sums,
+    the oracle's float32 factor M / count, round half to even); NHWC reads 4 channels per load."""
+    name = "kernels.qglobal_avg_pool"
+    source = "kernels"
+
+    def supports(self, layer: Layer, precision: str) -> bool:
+        shapes = layer.output_shapes
+        return (layer.op == "QGlobalAveragePool" and layer.domain == "workbench" and precision == "int8"
+                and (not shapes or shapes[0] is None or len(shapes[0]) == 4))
+
+    def prepare(self, layer: Layer, weights: dict[str, Any]) -> tuple[Layer, np.float32]:
+        multiplier = np.asarray(weights[layer.inputs[1]], np.float32)
+        if multiplier.size != 1 or not np.isfinite(multiplier).all():
+            raise ValueError(f"layer {layer.name!r} (QGlobalAveragePool): multiplier {layer.inputs[1]!r} must be "
+                             f"one finite float32, got {multiplier.shape} {multiplier.ravel()[:4]}")
+        return layer, multiplier.reshape(())
+
+    def run(self, state, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
+        layer, multiplier = state
+        x, out = inputs[0], present_outputs(layer, outputs)[0][1]
+        if x.ndim != 4 or x.dtype != np.int8 or out.dtype != np.int8 or not (x.flags.c_contiguous and out.flags.c_contiguous):
+            raise ValueError(f"layer {layer.name!r} (QGlobalAveragePool): needs a contiguous 4-D int8 input and "
+                             f"output, got {x.dtype.name}{tuple(x.shape)} -> {out.dtype.name}{tuple(out.shape)}")
+        nhwc = layer.layout == "NHWC"
+        n, c = x.shape[0], x.shape[3] if nhwc else x.shape[1]
+        hw = x.size // max(1, n * c)
+        factor = multiplier / np.float32(max(1, hw))              # the oracle's float32 division
+        if not out.size:
+            return outputs
+        if nhwc:
+            vec = 4 if c % 4 == 0 and x.data.ptr % 4 == 0 else 1
+            kernel = _kernel(f"qglobal_avg_pool_nhwc<{vec}>")
+            kernel(_grid(n * c // vec), (_THREADS,), (x, out, np.int32(n), np.int32(hw), np.int32(c), factor))
+        else:
+            kernel = _kernel("qglobal_avg_pool_nchw")
+            kernel(_grid(n * c, _THREADS // 32), (_THREADS,), (x, out, np.int64(n * c), np.int32(hw), factor))
+        return outputs
+
+
 register(WindowPool())
 register(GlobalPool())
+register(QuantizedGlobalPool())
