@@ -95,3 +95,32 @@ __global__ void dequantize_linear(const TQ* __restrict__ x, const TS* __restrict
         y[i] = wb_from_float<TY>(__fmul_rn(d, wb_float(scale[c * scale_step])));
     }
 }
+
+// QuantizeLinear fused with the NCHW -> NHWC Reformat of an image input (C = 1..4 channels, per-tensor
+// float32 scale): a thread takes 4 consecutive pixels of one image, one 16-byte load per channel
+// plane (coalesced across the warp), and stores their 4 * C quantized values interleaved as C 32-bit
+// words: one pass over the float input instead of a quantize pass and a reformat pass.
+// `groups` = N * H * W / 4; needs H * W % 4 == 0 and 16-byte aligned x, 4-byte aligned y.
+template <typename TQ, int C>
+__global__ void quantize_nchw_to_nhwc_few(const float* __restrict__ x, const float* __restrict__ scale,
+                                          const TQ* __restrict__ zero_point, TQ* __restrict__ y, long long hw,
+                                          long long groups) {
+    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (i >= groups) return;
+    const float s = scale[0], zp = wb_float(zero_point[0]);
+    const long long per_image = hw / 4, n = i / per_image, g = i - n * per_image;
+    float4 in[C];
+#pragma unroll
+    for (int c = 0; c < C; ++c) in[c] = reinterpret_cast<const float4*>(x + (n * C + c) * hw)[g];
+    union { TQ v[4 * C]; unsigned w[C]; } out;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+        out.v[0 * C + c] = wb_quantize<TQ>(in[c].x, s, zp, 0);
+        out.v[1 * C + c] = wb_quantize<TQ>(in[c].y, s, zp, 0);
+        out.v[2 * C + c] = wb_quantize<TQ>(in[c].z, s, zp, 0);
+        out.v[3 * C + c] = wb_quantize<TQ>(in[c].w, s, zp, 0);
+    }
+    unsigned* dst = reinterpret_cast<unsigned*>(y + (n * hw + 4 * g) * C);
+#pragma unroll
+    for (int k = 0; k < C; ++k) dst[k] = out.w[k];
+}

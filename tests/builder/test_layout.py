@@ -51,3 +51,41 @@ def test_engine_outputs_that_are_images_come_back_nchw():
     got = _execute(layers, engine.weights, feeds)
     for name, value in want.items():
         np.testing.assert_allclose(got[name], value, rtol=1e-6, atol=1e-6)
+
+
+def _input_quantize_layers():
+    from workbench.backends.base import Layer
+    q = Layer(name="q", op="QuantizeLinear", inputs=["x", "s", "z"], outputs=["xq"], opset=19, precision="int8",
+              source_nodes=["conv/input_q"], output_shapes=[(2, 3, 4, 4)])
+    r = Layer(name="xq/to_nhwc", op="Reformat", domain="workbench", inputs=["xq"], outputs=["xq/to_nhwc"],
+              attrs={"perm": [0, 2, 3, 1]}, opset=1, precision="int8", output_shapes=[(2, 4, 4, 3)],
+              output_dtypes=["int8"])
+    weights = {"s": np.array(0.02, np.float32), "z": np.array(0, np.int8)}
+    specs = {"x": ((2, 3, 4, 4), "float32"), "xq": ((2, 3, 4, 4), "int8"), "xq/to_nhwc": ((2, 4, 4, 3), "int8")}
+    return [q, r], weights, specs
+
+
+def test_input_quantize_folds_into_its_reformat_with_the_same_numbers():
+    from workbench.builder.layout import fold_quantize_into_reformat
+    layers, weights, specs = _input_quantize_layers()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    x.reshape(-1)[:3] = [np.nan, 0.03, 1e9]                      # NaN -> 0, a tie (1.5 -> 2), saturation
+    q, r = (copy.deepcopy(layer) for layer in layers)
+    want = oracle_outputs(r, weights, oracle_outputs(q, weights, [x, weights["s"], weights["z"]]))[0]
+    folded = fold_quantize_into_reformat(layers, weights, specs, ["y"], lambda layer: True)
+    assert len(folded) == 1 and folded[0].op == "Reformat" and folded[0].inputs == ["x", "s", "z"]
+    assert folded[0].outputs == ["xq/to_nhwc"] and folded[0].source_nodes == ["conv/input_q"] and "xq" not in specs
+    got = oracle_outputs(folded[0], weights, [x, weights["s"], weights["z"]])[0]
+    assert got.dtype == np.int8 and np.array_equal(got, want) and want.reshape(-1)[0] == 0
+
+
+def test_input_quantize_stays_where_folding_would_lose_something():
+    from workbench.backends.base import Layer
+    from workbench.builder.layout import fold_quantize_into_reformat
+    layers, weights, specs = _input_quantize_layers()
+    assert len(fold_quantize_into_reformat(layers, weights, dict(specs), ["y"], lambda layer: False)) == 2  # no kernel
+    assert len(fold_quantize_into_reformat(layers, weights, dict(specs), ["xq"], lambda layer: True)) == 2  # an output
+    other = Layer(name="other", op="Relu", inputs=["xq"], outputs=["o"], opset=19)                     # 2 readers
+    assert len(fold_quantize_into_reformat(layers + [other], weights, dict(specs), ["y"], lambda layer: True)) == 3
+    per_channel = {**weights, "s": np.full(3, 0.02, np.float32)}
+    assert len(fold_quantize_into_reformat(layers, per_channel, dict(specs), ["y"], lambda layer: True)) == 2

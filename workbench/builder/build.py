@@ -20,7 +20,7 @@ from workbench.backends.base import Layer
 from workbench.builder.autotune import autotune
 from workbench.builder.config import BuilderConfig, Profile
 from workbench.builder.int8_fusion import fuse_int8_layers
-from workbench.builder.layout import assign_layout
+from workbench.builder.layout import assign_layout, fold_quantize_into_reformat
 from workbench.builder.memory_specs import plan_engine_memory, refresh_specs, tensor_specs, value_shapes
 from workbench.builder.network import IOSpec, Network
 from workbench.builder.precision import assign_precision, unique_name
@@ -74,6 +74,8 @@ def build_network(graph: Graph, config: BuilderConfig | None = None, *,
         shapes = {name: shape for name, (shape, _) in specs.items()}
         layers = assign_layout(layers, weights, [o.name for o in graph.outputs], shapes)
         refresh_specs(specs, shapes, layers)
+        layers = fold_quantize_into_reformat(layers, weights, specs, [o.name for o in graph.outputs],
+                                             lambda layer: _runs_on_device(backend, layer))
     sparse_layers = set(sparse_meta.get("sparse_layers", ()))
     for layer in layers:
         layer.sparse = layer.name in sparse_layers
@@ -225,6 +227,12 @@ def _static_shape(value: ir.Value | None) -> tuple | None:
     if value is None or value.shape is None:
         return None
     return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def _runs_on_device(backend, layer: Layer) -> bool:
+    """A tactic of the backend's own runs `layer` (the host fallback does not count)."""
+    tactics = backend.tactics(layer) if hasattr(backend, "tactics") else []
+    return any(t.source != "fallback" for t in tactics)
 
 
 def _check_supported(layers: list[Layer], backend, source: str) -> None:

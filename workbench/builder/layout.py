@@ -6,14 +6,21 @@ Layers that compute spatially (Conv, pooling) take NHWC; elementwise layers foll
 every 4-D input has the output's shape (no broadcasting over a moved axis); channel Concat/Split
 follow (their `axis` attribute keeps meaning the logical NCHW axis); everything else stays NCHW and gets its NHWC inputs reformatted
 back. A Reformat that only moves size-1 axes (N,1,1,C <-> N,C,1,1) is a free view at run time.
+
+`fold_quantize_into_reformat` then merges a QuantizeLinear into the NCHW -> NHWC Reformat it feeds
+(an int8 engine's input): one layer reads the float input once and writes int8 channels-last,
+what TensorRT's reformat layers do with precision as well as layout.
 """
 from __future__ import annotations
+
+import dataclasses
+from typing import Callable
 
 import numpy as np
 
 from workbench.backends.base import Layer
 
-__all__ = ["assign_layout", "NHWC_NATIVE", "TO_NHWC", "TO_NCHW"]
+__all__ = ["assign_layout", "fold_quantize_into_reformat", "NHWC_NATIVE", "TO_NHWC", "TO_NCHW"]
 
 TO_NHWC, TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
 NHWC_NATIVE = {("", "Conv"), ("workbench", "FusedConv"), ("workbench", "FusedQConv"), ("", "MaxPool"),
@@ -71,6 +78,38 @@ def assign_layout(layers: list[Layer], weights: dict[str, np.ndarray], graph_out
         out.append(layer)
     _restore_outputs(out, graph_outputs, nhwc, shapes)
     return out
+
+
+def fold_quantize_into_reformat(layers: list[Layer], weights: dict[str, np.ndarray], specs: dict,
+                                graph_outputs: list[str], can_run: Callable[[Layer], bool]) -> list[Layer]:
+    """QuantizeLinear(x; per-tensor float32 scale, int8 zero point) -> Reformat to NHWC, the Reformat
+    its only reader, becomes one Reformat(x, scale, zero_point) where `can_run` says a kernel of the
+    backend runs that layer (not a host fallback); `specs` loses the tensor between them."""
+    producer = {n: layer for layer in layers for n in layer.outputs if n}
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for name in set(layer.inputs):
+            readers[name] = readers.get(name, 0) + 1
+    dropped = set()
+    for index, reformat in enumerate(layers):
+        if reformat.op != "Reformat" or reformat.attrs.get("perm") != TO_NHWC or len(reformat.inputs) != 1:
+            continue
+        q = producer.get(reformat.inputs[0])
+        if q is None or q.op != "QuantizeLinear" or q.domain not in ("", "ai.onnx") or len(q.inputs) < 3 \
+                or readers.get(q.outputs[0]) != 1 or q.outputs[0] in graph_outputs \
+                or specs.get(q.inputs[0], (None, ""))[1] != "float32":
+            continue
+        scale, zero_point = weights.get(q.inputs[1]), weights.get(q.inputs[2])
+        if scale is None or zero_point is None or scale.size != 1 or scale.dtype != np.float32 \
+                or zero_point.size != 1 or zero_point.dtype != np.int8:
+            continue
+        fused = dataclasses.replace(reformat, name=f"{q.name}/to_nhwc", inputs=list(q.inputs[:3]), precision="int8",
+                                    source_nodes=list(q.source_nodes))
+        if can_run(fused):
+            layers[index] = fused
+            dropped.add(id(q))
+            specs.pop(q.outputs[0], None)
+    return [layer for layer in layers if id(layer) not in dropped]
 
 
 def _mode(layer: Layer, acts: list[int], nhwc: set[str], shapes, weights: dict[str, np.ndarray]) -> str:

@@ -73,7 +73,7 @@ class Transpose(_Copy):
         self.name, self.op, self.domain = name, op, domain
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not _is(layer, self.op, self.domain):
+        if not _is(layer, self.op, self.domain) or len(layer.inputs) > 1:      # a quantizing Reformat: not a copy
             return False
         return self.op == "Reformat" or layer.layout != "NHWC"
 
@@ -96,7 +96,7 @@ class ReformatView(CudaTactic):
     is_view = True
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not _is(layer, "Reformat", "workbench") or "perm" not in layer.attrs:
+        if not _is(layer, "Reformat", "workbench") or "perm" not in layer.attrs or len(layer.inputs) > 1:
             return False
         shapes = layer.output_shapes
         if not shapes or shapes[0] is None or len(shapes[0]) != len(layer.attrs["perm"]):
