@@ -39,6 +39,20 @@ def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
+def int8_engine_pair(model: onnx.ModelProto, image_size: int):
+    """(fused, as written): CPU int8 engines of `model` (input "x", 3 channels), min-max calibrated on
+    three batches of 4, with the integer layer fusion and without it (the Q/DQ graph's numbers)."""
+    import workbench as wb
+    graph, _ = wb.optimize(wb.load(model))
+    rng = np.random.default_rng(1)
+    data = [{"x": rng.standard_normal((4, 3, image_size, image_size)).astype(np.float32)} for _ in range(3)]
+
+    def build(fuse: bool):
+        return wb.build(graph, wb.BuilderConfig(precision="int8", calibration_data=data, calibrator="minmax",
+                                                batch_size=4, int8_fusion=fuse))
+    return build(True), build(False)
+
+
 @pytest.fixture
 def tiny_model() -> onnx.ModelProto:
     return tiny_cnn()

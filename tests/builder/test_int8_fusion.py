@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
+from conftest import int8_engine_pair
 from workbench.backends.cpu.registry import NodeInfo, lookup
 
 
@@ -39,14 +40,7 @@ def _block_model(seed=0) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def engines():
-    graph, _ = wb.optimize(wb.load(_block_model()))
-    rng = np.random.default_rng(1)
-    data = [{"x": rng.standard_normal((4, 3, 12, 12)).astype(np.float32)} for _ in range(3)]
-
-    def build(fuse: bool):
-        return wb.build(graph, wb.BuilderConfig(precision="int8", calibration_data=data, calibrator="minmax",
-                                                batch_size=4, int8_fusion=fuse))
-    return build(True), build(False)
+    return int8_engine_pair(_block_model(), 12)
 
 
 def test_convolutions_become_integer_layers(engines):

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import workbench as wb
+from conftest import int8_engine_pair
 from workbench.backends.cpu.registry import NodeInfo, lookup
 from workbench.quant.insert_qdq import plan_qdq
 
@@ -43,21 +44,10 @@ HEADS = {
 }
 
 
-def _engines(model):
-    graph, _ = wb.optimize(wb.load(model))
-    rng = np.random.default_rng(1)
-    data = [{"x": rng.standard_normal((4, 3, 10, 10)).astype(np.float32)} for _ in range(3)]
-
-    def build(fuse: bool):
-        return wb.build(graph, wb.BuilderConfig(precision="int8", calibration_data=data, calibrator="minmax",
-                                                batch_size=4, int8_fusion=fuse))
-    return build(True), build(False)
-
-
 @pytest.mark.parametrize("head", sorted(HEADS))
 def test_head_runs_on_int8_with_the_qdq_graph_numbers(head):
     nodes, inits = HEADS[head]
-    fused, reference = _engines(_head_model(nodes, inits, 5))
+    fused, reference = int8_engine_pair(_head_model(nodes, inits, 5), 10)
     ops = [layer.op for layer in fused.layers]
     assert "QGlobalAveragePool" in ops and "GlobalAveragePool" not in ops
     gemm_left = 1 if head == "alpha" else 0                  # alpha != 1: not a 1x1 convolution

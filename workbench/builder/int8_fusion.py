@@ -21,8 +21,8 @@ head runs on int8 from the last convolution to the logits.
 Only symmetric per-tensor activation scales (int8 zero point 0) and per-output-channel weight
 scales fuse, what `insert_qdq` writes and TensorRT requires; anything else runs as written. In a
 precision="int8" build, layers left computing in float get precision fp32 (their CPU and GPU
-kernels compute float32), the integer ones keep "int8". The CPU kernel of FusedQConv is the exact emulation the GPU kernels are
-checked against.
+kernels compute float32), the integer ones keep "int8". The CPU kernels of FusedQConv and
+QGlobalAveragePool are the exact emulations the GPU kernels are checked against.
 """
 from __future__ import annotations
 
@@ -80,12 +80,8 @@ def _quantize_earlier(layers: list[Layer], weights: dict, outputs: set[str]) -> 
     movable = [l for l in layers if l.domain in STANDARD and (l.op in _MONOTONE_POOLS or l.op in _PASS_THROUGH)]
     for op in reversed(movable):
         graph = LayerGraph(layers, outputs)
-        if len(op.outputs) != 1 or op.outputs[0] in outputs:
-            continue
-        readers = graph.readers.get(op.outputs[0], [])
-        scales = {qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == op.outputs[0] else None
-                  for r in readers}
-        if not readers or None in scales or len(scales) != 1:
+        readers = _quantize_readers(op, graph, weights) if len(op.outputs) == 1 else None
+        if readers is None:
             continue
         first, *others = readers
         quantized = first.outputs[0]
@@ -101,19 +97,26 @@ def _quantize_earlier(layers: list[Layer], weights: dict, outputs: set[str]) -> 
     return layers
 
 
-def _absorb_quantize(layer: Layer, graph: LayerGraph, weights: dict) -> tuple[float, str] | None:
-    """When every reader of `layer`'s output is a QuantizeLinear of one scale s_y: (s_y, the name the
-    integer layer writes). The readers are cut off (their outputs renamed, dropped later as unread)."""
+def _quantize_readers(layer: Layer, graph: LayerGraph, weights: dict) -> list[Layer] | None:
+    """The readers of `layer`'s (first) output when all of them quantize it with one symmetric scale
+    and it is no engine output; else None."""
     y = layer.outputs[0]
     readers = graph.readers.get(y, [])
     scales = {qdq_scale(r, weights) if r.op == "QuantizeLinear" and r.inputs[0] == y else None for r in readers}
-    if not readers or y in graph.outputs or None in scales or len(scales) != 1:
+    return readers if readers and y not in graph.outputs and None not in scales and len(scales) == 1 else None
+
+
+def _absorb_quantize(layer: Layer, graph: LayerGraph, weights: dict) -> tuple[float, str] | None:
+    """When every reader of `layer`'s output is a QuantizeLinear of one scale s_y: (s_y, the name the
+    integer layer writes). The readers are cut off (their outputs renamed, dropped later as unread)."""
+    readers = _quantize_readers(layer, graph, weights)
+    if readers is None:
         return None
     out = readers[0].outputs[0]
     rename(graph.layers, {r.outputs[0]: out for r in readers[1:]})
     for r in readers:                       # unread now: dropped with the other dead Q/DQ
         r.outputs = [f"{r.outputs[0]}/fused_into_{layer.name}"]
-    return scales.pop(), out
+    return qdq_scale(readers[0], weights), out
 
 
 def _fuse_global_pool(pool: Layer, graph: LayerGraph, weights: dict) -> Layer | None:
