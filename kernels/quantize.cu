@@ -6,39 +6,10 @@
 // the product of the dims after it); step is 0 for a per-tensor parameter, so one kernel serves
 // both and a per-tensor layer does no division. Every float operation is written as its IEEE
 // round-to-nearest intrinsic, so no compiler flag (fast-math, FMA contraction) can change a bit.
-#include <cuda_fp16.h>
-
-template <typename T> __device__ __forceinline__ float wb_float(T v) { return static_cast<float>(v); }
-template <> __device__ __forceinline__ float wb_float<__half>(__half v) { return __half2float(v); }
-template <typename T> __device__ __forceinline__ T wb_from_float(float v) { return static_cast<T>(v); }
-template <> __device__ __forceinline__ __half wb_from_float<__half>(float v) { return __float2half_rn(v); }
-__device__ __forceinline__ float wb_round_half(float v) { return __half2float(__float2half_rn(v)); }
-
-// Saturation bounds of the quantized types.
-template <typename T> struct WbRange;
-template <> struct WbRange<signed char> { static __device__ __forceinline__ float lo() { return -128.f; }
-                                          static __device__ __forceinline__ float hi() { return 127.f; } };
-template <> struct WbRange<unsigned char> { static __device__ __forceinline__ float lo() { return 0.f; }
-                                            static __device__ __forceinline__ float hi() { return 255.f; } };
+#include "quantize.cuh"
 
 __device__ __forceinline__ long long wb_channel(long long i, long long inner, int channels) {
     return channels == 1 ? 0 : (i / inner) % channels;
-}
-
-// y = saturate(round_half_even(x / scale) + zero_point). The oracle divides in the scale's dtype:
-// float32, or float16 when half_math (a float16 scale, no `precision` attr): x is then rounded to
-// float16 first and the quotient after (a float32 quotient rounded to float16 is the correctly
-// rounded float16 quotient: 24 >= 2 * 11 + 2 bits). The integer zero point is added to the rounded
-// integer exactly (|q| < 2^24; anything larger saturates either way). NaN gives 0, as the oracle's
-// nan_to_num before its clip; +-inf saturate.
-template <typename TQ>
-__device__ __forceinline__ TQ wb_quantize(float v, float scale, float zero_point, int half_math) {
-    if (half_math) v = wb_round_half(v);
-    float q = __fdiv_rn(v, scale);
-    if (half_math) q = wb_round_half(q);
-    q = __fadd_rn(rintf(q), zero_point);
-    q = q != q ? 0.f : fminf(fmaxf(q, WbRange<TQ>::lo()), WbRange<TQ>::hi());
-    return static_cast<TQ>(q);
 }
 
 template <typename TX, typename TS, typename TQ>
@@ -94,33 +65,4 @@ __global__ void dequantize_linear(const TQ* __restrict__ x, const TS* __restrict
         const float d = wb_centered(x[i], zero_point[c * zp_step]);
         y[i] = wb_from_float<TY>(__fmul_rn(d, wb_float(scale[c * scale_step])));
     }
-}
-
-// QuantizeLinear fused with the NCHW -> NHWC Reformat of an image input (C = 1..4 channels, per-tensor
-// float32 scale): a thread takes 4 consecutive pixels of one image, one 16-byte load per channel
-// plane (coalesced across the warp), and stores their 4 * C quantized values interleaved as C 32-bit
-// words: one pass over the float input instead of a quantize pass and a reformat pass.
-// `groups` = N * H * W / 4; needs H * W % 4 == 0 and 16-byte aligned x, 4-byte aligned y.
-template <typename TQ, int C>
-__global__ void quantize_nchw_to_nhwc_few(const float* __restrict__ x, const float* __restrict__ scale,
-                                          const TQ* __restrict__ zero_point, TQ* __restrict__ y, long long hw,
-                                          long long groups) {
-    const long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (i >= groups) return;
-    const float s = scale[0], zp = wb_float(zero_point[0]);
-    const long long per_image = hw / 4, n = i / per_image, g = i - n * per_image;
-    float4 in[C];
-#pragma unroll
-    for (int c = 0; c < C; ++c) in[c] = reinterpret_cast<const float4*>(x + (n * C + c) * hw)[g];
-    union { TQ v[4 * C]; unsigned w[C]; } out;
-#pragma unroll
-    for (int c = 0; c < C; ++c) {
-        out.v[0 * C + c] = wb_quantize<TQ>(in[c].x, s, zp, 0);
-        out.v[1 * C + c] = wb_quantize<TQ>(in[c].y, s, zp, 0);
-        out.v[2 * C + c] = wb_quantize<TQ>(in[c].z, s, zp, 0);
-        out.v[3 * C + c] = wb_quantize<TQ>(in[c].w, s, zp, 0);
-    }
-    unsigned* dst = reinterpret_cast<unsigned*>(y + (n * hw + 4 * g) * C);
-#pragma unroll
-    for (int k = 0; k < C; ++k) dst[k] = out.w[k];
 }

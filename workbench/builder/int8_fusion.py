@@ -33,7 +33,7 @@ import onnx
 
 from workbench.backends.base import Layer
 from workbench.builder.int8_gemm import gemms_as_convs
-from workbench.builder.int8_graph import STANDARD, LayerGraph, qdq_scale, rename
+from workbench.builder.int8_graph import STANDARD, LayerGraph, qdq_scale, rename, weight_scales
 from workbench.ir.fused.conv import CONV_ATTRS, GRID_ACTIVATIONS
 
 __all__ = ["fuse_int8_layers"]
@@ -141,7 +141,7 @@ def _fuse_conv(conv: Layer, graph: LayerGraph, weights: dict) -> Layer | None:
     if dq_x is None or dq_w is None:
         return None
     s_x = qdq_scale(dq_x, weights)
-    s_w = _weight_scales(dq_w, weights)
+    s_w = weight_scales(dq_w, weights)
     bias = weights.get(inputs[2]) if inputs[2] else None
     if s_x is None or s_w is None or (inputs[2] and bias is None):
         return None
@@ -170,20 +170,6 @@ def _fuse_conv(conv: Layer, graph: LayerGraph, weights: dict) -> Layer | None:
     attrs["output_dtype"] = onnx.TensorProto.INT8 if s_y != 1.0 or out != y else onnx.TensorProto.FLOAT
     return Layer(name=name, op="FusedQConv", domain="workbench", inputs=new_inputs, outputs=[out], attrs=attrs,
                  opset=1, precision="int8", source_nodes=list(conv.source_nodes), output_shapes=conv.output_shapes)
-
-
-def _weight_scales(dq: Layer, weights: dict) -> np.ndarray | None:
-    """Per-output-channel (axis 0) or per-tensor scales of an int8 weight, zero points 0."""
-    q = weights.get(dq.inputs[0])
-    inputs = dq.inputs + ["", ""]
-    s, z = weights.get(inputs[1]), weights.get(inputs[2]) if inputs[2] else None
-    if q is None or q.dtype != np.int8 or s is None or z is None or z.dtype != np.int8 or np.any(z != 0):
-        return None
-    if s.size == 1:
-        return np.full(q.shape[0], float(s.reshape(())), np.float64)
-    if s.ndim != 1 or s.size != q.shape[0] or int(dq.attrs.get("axis", 1)) != 0:
-        return None
-    return s.astype(np.float64)
 
 
 def _drop_unread_qdq(layers: list[Layer], outputs: set[str]) -> list[Layer]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.backends.base import Layer
-from workbench.builder.int8_graph import STANDARD, LayerGraph, qdq_scale
+from workbench.builder.int8_graph import STANDARD, LayerGraph, qdq_scale, weight_scales
 from workbench.ir.fused.conv import ACTIVATIONS
 
 __all__ = ["gemms_as_convs"]
@@ -96,20 +96,11 @@ def _as_conv(gemm: Layer, graph: LayerGraph, weights: dict) -> list[Layer] | Non
 
 
 def _weight_oihw(dq: Layer, weights: dict, trans_b: bool) -> tuple[np.ndarray, np.ndarray] | None:
-    """The int8 weight as [O, K, 1, 1] and its per-output-channel scales, or None if it is not a
-    symmetric int8 weight quantized per output channel (or per tensor)."""
+    """The int8 weight as [O, K, 1, 1] and its float32 per-output-channel scales, or None if it is no
+    2-D symmetric int8 weight quantized per output channel (or per tensor)."""
     q = weights.get(dq.inputs[0])
-    inputs = dq.inputs + ["", ""]
-    s, zp = weights.get(inputs[1]), weights.get(inputs[2]) if inputs[2] else None
-    if q is None or q.dtype != np.int8 or q.ndim != 2 or s is None or zp is None or zp.dtype != np.int8 \
-            or np.any(zp != 0) or not np.isfinite(s).all() or np.any(s <= 0):
+    scales = weight_scales(dq, weights, axis=0 if trans_b else 1) if q is not None and q.ndim == 2 else None
+    if scales is None:
         return None
-    oihw = q if trans_b else q.T
-    o = oihw.shape[0]
-    if s.size == 1:
-        scales = np.full(o, float(s.reshape(())), np.float32)
-    elif s.ndim == 1 and s.size == o and int(dq.attrs.get("axis", 1)) % 2 == (0 if trans_b else 1):
-        scales = s.astype(np.float32)
-    else:
-        return None
-    return np.ascontiguousarray(oihw).reshape(o, -1, 1, 1), scales
+    oihw = np.ascontiguousarray(q if trans_b else q.T)
+    return oihw.reshape(oihw.shape[0], -1, 1, 1), scales.astype(np.float32)

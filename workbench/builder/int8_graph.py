@@ -1,12 +1,12 @@
-"""What the INT8 layer rewrites (int8_fusion.py, int8_gemm.py) read off a layer list: who produces
-and who reads each tensor, and the scale of a symmetric per-tensor Q/DQ layer."""
+"""What the INT8 layer rewrites (int8_fusion.py, int8_gemm.py, layout.py's quantizing reformat) read
+off a layer list: who produces and who reads each tensor, and the scales of Q/DQ layers."""
 from __future__ import annotations
 
 import numpy as np
 
 from workbench.backends.base import Layer
 
-__all__ = ["LayerGraph", "per_tensor_scale", "qdq_scale", "rename", "STANDARD"]
+__all__ = ["LayerGraph", "per_tensor_scale", "qdq_scale", "weight_scales", "rename", "STANDARD"]
 
 STANDARD = ("", "ai.onnx")
 
@@ -50,6 +50,21 @@ def qdq_scale(layer: Layer, weights: dict) -> float | None:
     """`per_tensor_scale` of a QuantizeLinear/DequantizeLinear layer's scale and zero point."""
     inputs = layer.inputs + ["", ""]
     return per_tensor_scale(weights, inputs[1], inputs[2])
+
+
+def weight_scales(dq: Layer, weights: dict, axis: int = 0) -> np.ndarray | None:
+    """float64 scales, one per slice along `axis`, of an int8 weight's DequantizeLinear: quantized per
+    channel along that axis or per tensor, zero points 0; None for anything else."""
+    q = weights.get(dq.inputs[0])
+    inputs = dq.inputs + ["", ""]
+    s, z = weights.get(inputs[1]), weights.get(inputs[2]) if inputs[2] else None
+    if q is None or q.dtype != np.int8 or s is None or z is None or z.dtype != np.int8 or np.any(z != 0):
+        return None
+    if s.size == 1:
+        return np.full(q.shape[axis], float(s.reshape(())), np.float64)
+    if s.ndim != 1 or s.size != q.shape[axis] or int(dq.attrs.get("axis", 1)) % q.ndim != axis:
+        return None
+    return s.astype(np.float64)
 
 
 def rename(layers: list[Layer], mapping: dict[str, str]) -> None:

@@ -19,6 +19,7 @@ from typing import Callable
 import numpy as np
 
 from workbench.backends.base import Layer
+from workbench.builder.int8_graph import LayerGraph
 
 __all__ = ["assign_layout", "fold_quantize_into_reformat", "NHWC_NATIVE", "TO_NHWC", "TO_NCHW"]
 
@@ -85,18 +86,13 @@ def fold_quantize_into_reformat(layers: list[Layer], weights: dict[str, np.ndarr
     """QuantizeLinear(x; per-tensor float32 scale, int8 zero point) -> Reformat to NHWC, the Reformat
     its only reader, becomes one Reformat(x, scale, zero_point) where `can_run` says a kernel of the
     backend runs that layer (not a host fallback); `specs` loses the tensor between them."""
-    producer = {n: layer for layer in layers for n in layer.outputs if n}
-    readers: dict[str, int] = {}
-    for layer in layers:
-        for name in set(layer.inputs):
-            readers[name] = readers.get(name, 0) + 1
+    graph = LayerGraph(layers, set(graph_outputs))
     dropped = set()
     for index, reformat in enumerate(layers):
         if reformat.op != "Reformat" or reformat.attrs.get("perm") != TO_NHWC or len(reformat.inputs) != 1:
             continue
-        q = producer.get(reformat.inputs[0])
-        if q is None or q.op != "QuantizeLinear" or q.domain not in ("", "ai.onnx") or len(q.inputs) < 3 \
-                or readers.get(q.outputs[0]) != 1 or q.outputs[0] in graph_outputs \
+        q = graph.produced_by(reformat.inputs[0], "QuantizeLinear")
+        if q is None or len(q.inputs) < 3 or len(graph.readers[q.outputs[0]]) != 1 or q.outputs[0] in graph.outputs \
                 or specs.get(q.inputs[0], (None, ""))[1] != "float32":
             continue
         scale, zero_point = weights.get(q.inputs[1]), weights.get(q.inputs[2])

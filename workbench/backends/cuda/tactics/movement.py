@@ -20,6 +20,7 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 from workbench.backends.cuda.tactics._args import ints_of, present_outputs, resolve_inputs, upload_weights
+from workbench.backends.cuda.tactics.reformat import quantizes
 
 __all__: list[str] = []
 
@@ -73,7 +74,7 @@ class Transpose(_Copy):
         self.name, self.op, self.domain = name, op, domain
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not _is(layer, self.op, self.domain) or len(layer.inputs) > 1:      # a quantizing Reformat: not a copy
+        if not _is(layer, self.op, self.domain) or quantizes(layer):
             return False
         return self.op == "Reformat" or layer.layout != "NHWC"
 
@@ -96,7 +97,7 @@ class ReformatView(CudaTactic):
     is_view = True
 
     def supports(self, layer: Layer, precision: str) -> bool:
-        if not _is(layer, "Reformat", "workbench") or "perm" not in layer.attrs or len(layer.inputs) > 1:
+        if not _is(layer, "Reformat", "workbench") or "perm" not in layer.attrs or quantizes(layer):
             return False
         shapes = layer.output_shapes
         if not shapes or shapes[0] is None or len(shapes[0]) != len(layer.attrs["perm"]):

@@ -76,8 +76,8 @@ def _dtype_supported(layer: Layer) -> bool:
     return not dtype or dtype in _types(layer)
 
 
-def _check(layer: Layer, x, out) -> str:
-    types = _types(layer)
+def _check(layer: Layer, x, out, types: dict[str, str] | None = None) -> str:
+    types = types or _types(layer)
     if x.ndim != 4 or x.dtype.name not in types or out.dtype != x.dtype:
         raise ValueError(f"layer {layer.name!r} ({layer.op}): needs a 4-D {'/'.join(types)} input and output of "
                          f"its dtype, got {x.dtype.name}{tuple(x.shape)} -> {out.dtype.name}{tuple(out.shape)}")
@@ -202,9 +202,7 @@ class QuantizedGlobalPool(CudaTactic):
     def run(self, state, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
         layer, multiplier = state
         x, out = inputs[0], present_outputs(layer, outputs)[0][1]
-        if x.ndim != 4 or x.dtype != np.int8 or out.dtype != np.int8 or not (x.flags.c_contiguous and out.flags.c_contiguous):
-            raise ValueError(f"layer {layer.name!r} (QGlobalAveragePool): needs a contiguous 4-D int8 input and "
-                             f"output, got {x.dtype.name}{tuple(x.shape)} -> {out.dtype.name}{tuple(out.shape)}")
+        _check(layer, x, out, {"int8": "signed char"})
         nhwc = layer.layout == "NHWC"
         n, c = x.shape[0], x.shape[3] if nhwc else x.shape[1]
         hw = x.size // max(1, n * c)

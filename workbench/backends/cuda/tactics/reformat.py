@@ -5,7 +5,7 @@ as the network's stem convolution in int8. Other reformats: `supports` says no a
 them. Any dtype of 1, 2 or 4 bytes: the kernel moves bits.
 
 A quantizing Reformat (inputs X, y_scale, y_zero_point: the builder folds the engine input's
-QuantizeLinear into it, builder/layout.py) runs kernels/quantize.cu's `quantize_nchw_to_nhwc_few`:
+QuantizeLinear into it, builder/layout.py) runs the same pixel moves as `quantize_nchw_to_nhwc_few`:
 float32 in, int8 out, one pass instead of a quantize pass and a reformat pass.
 """
 from __future__ import annotations
@@ -20,15 +20,15 @@ from workbench.backends.cuda.device import cupy
 from workbench.backends.cuda.registry import register
 from workbench.backends.cuda.tactic import CudaTactic
 
-__all__ = ["ReformatFewChannels"]
+__all__ = ["ReformatFewChannels", "quantizes"]
 
 _SOURCE = "reformat.cu"
 _NCHW_TO_NHWC = [0, 2, 3, 1]
 _MOST_CHANNELS = 4
 _PIXELS = 4                                 # a thread's pixels: H * W must be a multiple
 _ELEMENT = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int"}   # by itemsize: bits, not values
-_INSTANCES = tuple(f"nchw_to_nhwc_few<{t}, {c}>" for t in _ELEMENT.values() for c in range(1, _MOST_CHANNELS + 1))
-_QUANTIZE_INSTANCES = tuple(f"quantize_nchw_to_nhwc_few<signed char, {c}>" for c in range(1, _MOST_CHANNELS + 1))
+_INSTANCES = tuple(f"nchw_to_nhwc_few<{t}, {c}>" for t in _ELEMENT.values() for c in range(1, _MOST_CHANNELS + 1)) \
+    + tuple(f"quantize_nchw_to_nhwc_few<{c}>" for c in range(1, _MOST_CHANNELS + 1))
 _THREADS = 256
 _ALIGN = 16
 
@@ -44,13 +44,13 @@ class ReformatFewChannels(CudaTactic):
         if not shapes or shapes[0] is None or len(shapes[0]) != 4 or not dtypes:
             return False
         _, h, w, c = shapes[0]
-        dtype_ok = dtypes[0] == "int8" if _quantizes(layer) else bool(dtypes[0]) and np.dtype(dtypes[0]).itemsize in _ELEMENT
+        dtype_ok = dtypes[0] == "int8" if quantizes(layer) else bool(dtypes[0]) and np.dtype(dtypes[0]).itemsize in _ELEMENT
         return (isinstance(c, int) and 1 <= c <= _MOST_CHANNELS and isinstance(h, int) and isinstance(w, int)
                 and (h * w) % _PIXELS == 0 and dtype_ok)
 
     def prepare(self, layer: Layer, weights: dict[str, np.ndarray]):
         c = layer.output_shapes[0][3]
-        if not _quantizes(layer):
+        if not quantizes(layer):
             itemsize = np.dtype(layer.output_dtypes[0]).itemsize
             return get_kernel(_SOURCE, f"nchw_to_nhwc_few<{_ELEMENT[itemsize]}, {c}>", _INSTANCES), layer, ()
         scale, zero_point = (np.asarray(weights[n]) for n in layer.inputs[1:3])
@@ -58,7 +58,7 @@ class ReformatFewChannels(CudaTactic):
             raise ValueError(f"{self.name}: layer {layer.name!r}: quantizes with a float32 scale and an int8 zero "
                              f"point, one each; got {scale.dtype}{scale.shape}, {zero_point.dtype}{zero_point.shape}")
         cp = cupy()
-        kernel = get_kernel("quantize.cu", f"quantize_nchw_to_nhwc_few<signed char, {c}>", _QUANTIZE_INSTANCES)
+        kernel = get_kernel(_SOURCE, f"quantize_nchw_to_nhwc_few<{c}>", _INSTANCES)
         return kernel, layer, (cp.asarray(scale.reshape(1)), cp.asarray(zero_point.reshape(1)))
 
     def run(self, state: Any, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
@@ -80,8 +80,9 @@ class ReformatFewChannels(CudaTactic):
         return outputs
 
 
-def _quantizes(layer: Layer) -> bool:
-    """A Reformat with y_scale and y_zero_point inputs quantizes as it moves (builder/layout.py)."""
+def quantizes(layer: Layer) -> bool:
+    """A Reformat with y_scale and y_zero_point inputs quantizes as it moves (builder/layout.py): no
+    copy or view tactic runs it."""
     return len(layer.inputs) > 2 and bool(layer.inputs[1]) and bool(layer.inputs[2])
 
 
