@@ -13,7 +13,9 @@ NOTEBOOKS = Path(__file__).parent.parent / "notebooks"
 
 def execute(name: str) -> nbformat.NotebookNode:
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
+    # coalesce_streams: the kernel flushes stdout on a timer, so one print can arrive as two stream
+    # outputs (seen in CI under load); a front end shows them as one text, and so do we
+    NotebookClient(notebook, timeout=300, kernel_name="python3", coalesce_streams=True,
                    resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
     return notebook
 
