@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CpuClock", "CupyClock", "device_name", "header", "measure", "measure_engine", "rel_l2",
+__all__ = ["CpuClock", "CupyClock", "device_name", "header", "interleaved", "measure", "measure_engine", "rel_l2",
            "require_backend", "torch_clock", "write_json"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +85,20 @@ class _TorchCudaClock:
 
 def torch_clock(device: str):
     return _TorchCudaClock() if device.startswith("cuda") else CpuClock()
+
+
+def interleaved(runs: dict[str, tuple], rounds: int, warmup: int, iters: int) -> dict:
+    """Time several engines in alternation: `rounds` rounds, each timing every engine (median of
+    `iters` calls after `warmup`), the order reversed every other round. Engines timed one after the
+    other minutes apart see different clocks and temperatures; a ratio taken within one round does
+    not. Returns each engine's per-round medians."""
+    names = list(runs)
+    medians = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn, clock = runs[name]
+            medians[name].append(measure(fn, clock, warmup, iters)["latency_ms"])
+    return medians
 
 
 def measure(fn, clock, warmup: int, iters: int) -> dict:
@@ -186,10 +200,11 @@ def feed_sets(make_feeds, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
 # -- our engine -----------------------------------------------------------------------------------
 def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, precision: str, batch: int,
                    timing_cache: str | None, builder_level: int, warmup: int, iters: int,
-                   profile_rows: int = 15, log=print, warm_build: bool = True,
+                   profile_rows: int = 15, log=print, warm_build: bool = True, hold: list | None = None,
                    **config) -> tuple[dict, dict[str, np.ndarray]]:
     """Build cold, rebuild warm with the same timing cache, run and time; returns (record, outputs of set 0).
-    `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...)."""
+    `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...). `hold`: a list
+    that gets (run, clock), the engine kept alive to be timed again (`interleaved`)."""
     import workbench as wb
     cache = Path(timing_cache) if timing_cache else Path(tempfile.mkdtemp(prefix="wb-bench-")) / "timing_cache.json"
     record = {"timing_cache_preexisting": cache.exists()}
@@ -223,6 +238,9 @@ def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, pr
     record["profile"] = _profile(ctx, sets[0], profile_rows)
     record["tuned_by_op"] = _tuned_by_op(engine)
     record["choices"] = _choices(engine)
+    if hold is not None:
+        hold.append((lambda i: ctx.run(sets[i % len(sets)]), clock))
+        return record, outputs
     ctx = engine = first = None         # release the arena before the pool is emptied
     if backend == "cuda":
         import cupy

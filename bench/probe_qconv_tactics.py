@@ -56,6 +56,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", default="", help="comma-separated: probe only the shapes whose name contains one")
+    ap.add_argument("--tactics", default="", help="comma-separated: probe only the tactics whose name contains one")
     ap.add_argument("--revision", default=None, help="git revision to record where the tree has no .git")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
@@ -70,6 +71,8 @@ def main():
         row, first = {}, None
         for tactic in TACTICS:
             if tactic.source == "fallback" or not tactic.supports(layer, "int8"):
+                continue
+            if not any(part in tactic.name for part in args.tactics.split(",")):
                 continue
             try:
                 state = tactic.prepare(layer, weights)

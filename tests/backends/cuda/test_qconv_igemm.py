@@ -20,16 +20,17 @@ pytestmark = pytest.mark.gpu
 
 
 def _tactics():
-    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS, QConv1x1
-    return [QConv1x1(c) for c in CONFIGS]
+    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS_1X1, QConv1x1
+    return [QConv1x1(c) for c in CONFIGS_1X1]
 
 
 def _tap_tactics():
-    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS, QConvTaps
-    return [QConvTaps(c) for c in CONFIGS]
+    from workbench.backends.cuda.tactics.qconv_igemm import CONFIGS_TAPS, QConvTaps
+    return [QConvTaps(c) for c in CONFIGS_TAPS]
 
 
-_TILES = ("64x128", "128x128", "128x64")           # kernels.qconv1x1_<tile>, in CONFIGS order
+_TILES = ("128x128", "128x128_s3", "128x64")        # kernels.qconv1x1_<tile>, in CONFIGS_1X1 order
+_TAP_TILES = ("64x128", "128x128", "128x64")        # kernels.qconv_igemm_<tile>, in CONFIGS_TAPS order
 
 
 @pytest.fixture(params=range(len(_TILES)), ids=lambda i: _TILES[i])
@@ -59,6 +60,7 @@ def test_registered():
     names = {t.name for t in TACTICS}
     assert {t.name for t in _tactics()} <= names
     assert [t.name for t in _tactics()] == [f"kernels.qconv1x1_{tile}" for tile in _TILES]
+    assert [t.name for t in _tap_tactics()] == [f"kernels.qconv_igemm_{tile}" for tile in _TAP_TILES]
 
 
 @pytest.mark.parametrize("c", [64, 128, 256])
@@ -70,10 +72,11 @@ def test_channels_and_partial_tiles(cp, tactic, c, k):
     assert_equal_to_emulation(tactic, layer, weights, inputs)
 
 
-@pytest.mark.parametrize("c,stride", [(64, (1, 1)), (128, (1, 1)), (128, (2, 2))])
+@pytest.mark.parametrize("c,stride", [(64, (1, 1)), (128, (1, 1)), (128, (2, 2)), (256, (1, 1))])
 def test_few_persistent_blocks_take_many_tiles(cp, tactic, monkeypatch, c, stride):
-    """Three blocks for 26..104 tiles: each block's tiles stream through one ring, the residual and
-    output tiles alternate; C = 64 (one step a tile) and 128 (two)."""
+    """Few blocks for 26..104 tiles (3 resident, rounded up to a multiple of the 4 or 8 output-channel
+    tiles so each block keeps one tile's weights): each block's tiles stream through one ring, the
+    residual and output tiles alternate; C = 64 (one step a tile), 128 (two) and 256 (four)."""
     from workbench.backends.cuda.tactics import qconv_igemm
     monkeypatch.setattr(qconv_igemm, "resident_blocks", lambda *args: 3)
     layer, weights, inputs = case(4, 20, 21, c, 512, attrs={"strides": list(stride)}, residual=True, seed=c)
@@ -159,7 +162,7 @@ def test_supports_int8_output_and_grid_activations_only():
     assert not any(t.supports(layer, "int8") for t in _tactics())
 
 
-@pytest.mark.parametrize("index", range(len(_TILES)), ids=_TILES)
+@pytest.mark.parametrize("index", range(len(_TAP_TILES)), ids=_TAP_TILES)
 @pytest.mark.parametrize("n,h,w,c,kernel,attrs,residual", [
     (2, 11, 9, 64, (3, 3), {"pads": [1, 1, 1, 1]}, False),                    # ResNet's conv2, partial tiles
     (3, 13, 10, 128, (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}, True),  # two steps a tap, stride 2

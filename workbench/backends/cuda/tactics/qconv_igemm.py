@@ -4,14 +4,19 @@ with the requantizing epilogue fused; bit-exact with the CPU emulation (same flo
     Y[m, k] = int8(act(float32(sum_j A[m, j] * W[k, j]) * M[k] + B[k] + float32(Z[m, k]) * residual_scale))
 
 Two families of tactics share the kernel:
-  - kernels.qconv1x1_<BM>x<BN>: 1x1 convolutions (any stride, no padding). They are memory bound, and
-    cuDNN's int8 1x1 convolutions with a residual move about 1.2 TB/s on the H100. This kernel
-    prefetches the residual with the operands, keeps persistent blocks streaming tiles through one
-    cp.async ring and stores through a shared-memory tile in 16-byte rows. Measured (H100, b256,
-    bench/probe_qconv_tactics.py): it beats cuDNN on the residual layers of 64 to 256 channels
-    (ResNet-50 layer1 conv3 0.215 against 0.374 ms, layer2 0.131 against 0.19, layer3 0.096 against
-    0.099) and the 64-channel downsample, and loses on wider ones; its limit is instruction issue
-    (ncu: half the instructions are the per-output float epilogue), not DRAM.
+  - kernels.qconv1x1_<BM>x<BN>[_s<stages>]: 1x1 convolutions (any stride, no padding). They are
+    memory bound, and cuDNN's int8 1x1 convolutions with a residual move about 1.2 TB/s on the H100.
+    This kernel prefetches the residual with the operands, keeps persistent blocks streaming tiles
+    through one cp.async ring, keeps each block's weight tile in shared memory for all its tiles
+    (KEEP_W: the grid is a multiple of the output-channel tiles) and stores through a shared-memory
+    tile in 16-byte rows. Measured (H100, b256, bench/probe_qconv_tactics.py): it beats cuDNN on the
+    residual layers of 64 to 256 channels (ResNet-50 layer1 conv3 0.205 against 0.374 ms, layer2 0.128
+    against 0.19, layer3 0.090 against 0.099), the 64-channel downsample and layer1.0's 64 -> 64 conv1
+    (0.049 against 0.069), and loses on wider inputs. ncu on layer3 conv3: issue slots half busy, no
+    pipe over 35%, DRAM 30%: latency between the block-wide phases (copy wait, MMA, epilogue), not a
+    throughput limit. Tried there and not kept (same probe): 3 and 4 ring stages without kept weights,
+    one barrier a step (wait, barrier, then issue), each warp storing its own 32-byte rows (slower: 4
+    to 13%), and 64x256 / 128x256 tiles.
   - kernels.qconv_igemm_<BM>x<BN>: any other taps and padding: A's rows gather the input pixel under
     each tap (a copy cursor, no per-step divisions), zeros in the padding. Slower than cuDNN on
     ResNet-50's 3x3 layers (H100, b256: 0.214 against 0.17 ms on layer1 conv2, 0.15 against 0.057 on
@@ -38,13 +43,17 @@ from workbench.backends.cuda.tactics.conv_spec import ConvWeights, qconv_constan
 from workbench.backends.cuda.tactics.qconv_int8 import (epilogue_constants, resident_blocks, run_arrays,
                                                         takes_int8_layer)
 
-__all__ = ["QConv1x1", "QConvTaps", "CONFIGS"]
+__all__ = ["QConv1x1", "QConvTaps", "CONFIGS_1X1", "CONFIGS_TAPS"]
 
 SOURCE = "qconv_igemm.cu"
-# (BM, BN, warps along M, warps along N, ring stages, blocks per SM for __launch_bounds__): 64x128
-# and 128x64 (32x32 warp tiles, fewer registers: three blocks an SM) and 128x128; deeper rings
+# (BM, BN, warps along M, warps along N, ring stages, blocks per SM for __launch_bounds__, KEEP_W).
+# 1x1: 128x128 with two and three stages (three wins on the longer channel loops: layer3 conv3 and the
+# strided downsample) and 128x64 (64 output channels); each is the fastest somewhere on ResNet-50.
+CONFIGS_1X1 = ((128, 128, 2, 4, 2, 2, 1), (128, 128, 2, 4, 3, 2, 1), (128, 64, 4, 2, 2, 3, 1))
+# Any taps: a 3x3 weight row is up to 9 x 256 bytes, too many to keep, so W goes through the ring.
+# 64x128 and 128x64 (32x32 warp tiles, fewer registers: three blocks an SM) and 128x128; deeper rings
 # (3 and 4 stages) measured slower on every layer
-CONFIGS = ((64, 128, 2, 4, 2, 3), (128, 128, 2, 4, 2, 2), (128, 64, 4, 2, 2, 3))
+CONFIGS_TAPS = ((64, 128, 2, 4, 2, 3, 0), (128, 128, 2, 4, 2, 2, 0), (128, 64, 4, 2, 2, 3, 0))
 # Above this many input channels cuDNN's int8 kernels were faster on every ResNet-50 layer, with a
 # residual too (layer4 conv3, 512 channels: 0.053 ms against 0.080 for the best of ours; layer3 conv3,
 # 256: ours 0.096 against 0.099; H100, bench/probe_qconv_tactics.py): the longer the channel loop,
@@ -54,7 +63,7 @@ _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in th
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
 
 
-_ALL = tuple(instance("qconv_igemm", *c) for c in CONFIGS)
+_ALL = tuple(instance("qconv_igemm", *c) for c in CONFIGS_1X1 + CONFIGS_TAPS)
 
 
 @dataclasses.dataclass
@@ -78,9 +87,10 @@ class QConv1x1(CudaTactic):
 
     def __init__(self, config):
         self.config = config
-        self.bm, self.bn, warps_m, warps_n, self.stages, _ = config
+        self.bm, self.bn, warps_m, warps_n, self.stages, _, keep_w = config
+        self.keep_w = bool(keep_w)
         self.threads = 32 * warps_m * warps_n
-        self.name = f"kernels.{self.family}_{self.bm}x{self.bn}"
+        self.name = f"kernels.{self.family}_{self.bm}x{self.bn}" + (f"_s{self.stages}" if self.stages != 2 else "")
 
     def supports(self, layer: Layer, precision: str) -> bool:
         return takes_int8_layer(layer, precision) and self._takes_window(layer.attrs)
@@ -108,20 +118,22 @@ class QConv1x1(CudaTactic):
                              f"needs input channels a multiple of {_CHANNEL_STEP} and output channels of {self.bn}")
         multiplier, bias, epilogue = epilogue_constants(self.name, layer, host_m, host_b)
         kernel = get_kernel(SOURCE, instance("qconv_igemm", *self.config), _ALL)
-        most = self._smem_bytes(1)
+        most = self._smem_bytes(1, _MOST_CHANNELS)
         if most > _SMEM_DEFAULT_LIMIT:         # one function serves every layer: opt in to the config's most
             kernel.max_dynamic_shared_size_bytes = most
-        smem_bytes = self._smem_bytes(r * s * c // _CHANNEL_STEP)
+        smem_bytes = self._smem_bytes(r * s * c // _CHANNEL_STEP, r * s * c)
         blocks = resident_blocks(kernel, self.threads, smem_bytes)
         rows = np.ascontiguousarray(w.transpose(0, 2, 3, 1).reshape(k, r * s * c))
         cw = ConvWeights(w, None, 1, np.dtype(np.int8), activation_of(layer), False)
         return _State(layer, kernel, cupy().asarray(rows), multiplier, bias, cw, smem_bytes, blocks, epilogue)
 
-    def _smem_bytes(self, steps: int) -> int:
+    def _smem_bytes(self, steps: int, row_len: int) -> int:
         """The residual/output tiles, then the ring (kernels/qconv_igemm.cu, out_tiles); `steps`: ring
-        steps a tile, R * S * C / 64."""
+        steps a tile, R * S * C / 64; `row_len`: R * S * C, bytes of a weight row."""
         out_tiles = min(self.stages, 1 + -(-(self.stages - 1) // steps))
-        return out_tiles * self.bm * (self.bn + 16) + self.stages * (self.bm + self.bn) * (_CHANNEL_STEP + 16)
+        ring_rows = self.bm if self.keep_w else self.bm + self.bn
+        kept = self.bn * (row_len + 16) if self.keep_w else 0
+        return out_tiles * self.bm * (self.bn + 16) + self.stages * ring_rows * (_CHANNEL_STEP + 16) + kept
 
     def run(self, state: _State, inputs: Sequence[Any], outputs: Sequence[Any], stream: Any) -> Sequence[Any]:
         x, z, y, geo = run_arrays(self.name, state, inputs, outputs)
@@ -129,7 +141,11 @@ class QConv1x1(CudaTactic):
         if m == 0:
             return outputs
         null = np.uint64(0)
-        blocks = min(state.blocks, -(-m // self.bm) * (geo.k // self.bn))
+        n_tiles = geo.k // self.bn
+        blocks = state.blocks
+        if self.keep_w:                        # every block keeps one output-channel tile's weights
+            blocks = max(blocks // n_tiles, 1) * n_tiles
+        blocks = min(blocks, -(-m // self.bm) * n_tiles)
         state.kernel((blocks, 1, 1), (self.threads, 1, 1),
                      (x, state.w, state.multiplier, state.bias, z if z is not None else null, y, np.int32(m),
                       np.int32(geo.k), np.int32(geo.c), np.int32(geo.h), np.int32(geo.w), np.int32(geo.p),
@@ -153,7 +169,7 @@ class QConvTaps(QConv1x1):
             raise ValueError(f"{self.name}: layer {layer.name!r}: a 1x1 weight; kernels.qconv1x1_* take those")
 
 
-for _config in CONFIGS:
+for _config in CONFIGS_1X1:
     register(QConv1x1(_config))
-for _config in CONFIGS:
+for _config in CONFIGS_TAPS:
     register(QConvTaps(_config))
