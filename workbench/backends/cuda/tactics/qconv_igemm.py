@@ -55,9 +55,10 @@ CONFIGS_1X1 = ((128, 128, 2, 4, 2, 2, 1), (128, 128, 2, 4, 3, 2, 1), (128, 64, 4
 # (3 and 4 stages) measured slower on every layer
 CONFIGS_TAPS = ((64, 128, 2, 4, 2, 3, 0), (128, 128, 2, 4, 2, 2, 0), (128, 64, 4, 2, 2, 3, 0))
 # Above this many input channels cuDNN's int8 kernels were faster on every ResNet-50 layer, with a
-# residual too (layer4 conv3, 512 channels: 0.053 ms against 0.080 for the best of ours; layer3 conv3,
-# 256: ours 0.096 against 0.099; H100, bench/probe_qconv_tactics.py): the longer the channel loop,
-# the more the two-stage ring waits. The tactic steps aside there rather than cost build time.
+# residual too (layer4 conv3, 512 channels: 0.053 ms against 0.080 for the best of ours before the
+# weights were kept; layer3 conv3, 256: ours 0.090 against 0.099; H100, bench/probe_qconv_tactics.py):
+# the longer the channel loop, the longer the MMA phase that the epilogue does not overlap. The tactic
+# steps aside there rather than cost build time; a kept 512-channel weight tile would not fit twice.
 _MOST_CHANNELS = 256
 _CHANNEL_STEP = 64                       # channels a ring stage holds (BK in the kernel)
 _SMEM_DEFAULT_LIMIT = 48 * 1024          # more needs the kernel's opt-in attribute
