@@ -200,11 +200,11 @@ def feed_sets(make_feeds, batch: int, seed: int) -> list[dict[str, np.ndarray]]:
 # -- our engine -----------------------------------------------------------------------------------
 def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, precision: str, batch: int,
                    timing_cache: str | None, builder_level: int, warmup: int, iters: int,
-                   profile_rows: int = 15, log=print, warm_build: bool = True, hold: list | None = None,
+                   profile_rows: int = 15, log=print, warm_build: bool = True, hold: dict | None = None,
                    **config) -> tuple[dict, dict[str, np.ndarray]]:
     """Build cold, rebuild warm with the same timing cache, run and time; returns (record, outputs of set 0).
-    `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...). `hold`: a list
-    that gets (run, clock), the engine kept alive to be timed again (`interleaved`)."""
+    `config`: more BuilderConfig fields (int8: calibration_data, calibration_cache, ...). `hold`: a dict
+    that gets hold[precision] = (run, clock), the engine kept alive to be timed again (`interleaved`)."""
     import workbench as wb
     cache = Path(timing_cache) if timing_cache else Path(tempfile.mkdtemp(prefix="wb-bench-")) / "timing_cache.json"
     record = {"timing_cache_preexisting": cache.exists()}
@@ -239,7 +239,7 @@ def measure_engine(model, sets: list[dict[str, np.ndarray]], *, backend: str, pr
     record["tuned_by_op"] = _tuned_by_op(engine)
     record["choices"] = _choices(engine)
     if hold is not None:
-        hold.append((lambda i: ctx.run(sets[i % len(sets)]), clock))
+        hold[precision] = (lambda i: ctx.run(sets[i % len(sets)]), clock)
         return record, outputs
     ctx = engine = first = None         # release the arena before the pool is emptied
     if backend == "cuda":

@@ -65,7 +65,7 @@ def main(argv=None) -> dict:
                 "calibration_images": args.calibration_batches * args.calibration_batch_size})
     common = dict(backend=args.backend, batch=args.batch, builder_level=2, warmup=args.warmup, iters=args.iters,
                   warm_build=not args.no_warm_build, profile_rows=args.profile_rows)
-    outputs, held = {}, []
+    outputs, held = {}, {}
     for precision, extra in (("int8", {"calibration_data": calibration, "calibrator": args.calibrator,
                                        "calibration_cache": str(work / "resnet50.calib.json")}), ("fp16", {})):
         print(f"{precision}:", flush=True)
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     ratio = doc["fp16"]["latency_ms"] / doc["int8"]["latency_ms"]
     doc["throughput_ratio_first_timing"] = round(ratio, 4)
     if args.rounds:
-        medians = interleaved(dict(zip(("int8", "fp16"), held)), args.rounds, min(args.warmup, 3), args.iters)
+        medians = interleaved(held, args.rounds, min(args.warmup, 3), args.iters)
         ratios = [f / i for i, f in zip(medians["int8"], medians["fp16"])]
         ratio = float(np.median(ratios))
         doc["interleaved"] = {"rounds": args.rounds, "iters_a_round": args.iters, **{f"{k}_ms": v for k, v in medians.items()},
